@@ -1,0 +1,481 @@
+"""Streaming OME-TIFF writer: open, append chunks, record gaps, finalize.
+
+Frames are appended as contiguous BigTIFF pages under a temporary name; the OME-XML,
+the final name and metadata.json come at finalize. A journal written at open makes a
+file left behind by a crash recoverable (see :mod:`framesink.recovery`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TextIO
+
+import numpy as np
+import tifffile
+
+from ._version import __version__
+from .journal import JOURNAL_FILE, Journal, JournalHeader
+from .layout import FrameLayout
+from .models import RESERVED_METADATA_KEY, MetaData
+from .ome import build_ome_xml
+from .record import (
+    METADATA_FILE,
+    AcquisitionFiles,
+    AcquisitionRecord,
+    FinishReason,
+    fsync_directory,
+    metadata_document,
+    utc_now,
+    write_json_atomically,
+)
+
+PARTIAL_SUFFIX = ".partial"
+TIFF_SUFFIX = ".ome.tiff"
+SIDECAR_SUFFIX = ".frames.jsonl"
+PLACEHOLDER_DESCRIPTION = (
+    "framesink: acquisition in progress; if this file was left behind, "
+    "run `framesink recover` on its folder"
+)
+FrameMetadata = Mapping[str, Any] | None
+
+
+class WriteError(RuntimeError):
+    """Finalizing failed; ``record`` says what was kept."""
+
+    def __init__(self, message: str, record: AcquisitionRecord) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+def check_output_name(name: str) -> str:
+    """Return ``name`` if it is a plain file stem, else raise ValueError."""
+    if (
+        not name
+        or name in {".", ".."}
+        or any(c in name for c in "/\\\0")
+        or name != name.strip()
+        or len(name) > 200
+    ):
+        raise ValueError(
+            f"output_name must be a plain file name stem (no separators); got {name!r}"
+        )
+    return name
+
+
+def output_files(name: str) -> dict[str, str]:
+    """Every file name an acquisition called ``name`` may leave in its folder."""
+    tiff = name + TIFF_SUFFIX
+    return {
+        "tiff": tiff,
+        "partial": tiff + PARTIAL_SUFFIX,
+        "sidecar": name + SIDECAR_SUFFIX,
+        "journal": JOURNAL_FILE,
+        "metadata": METADATA_FILE,
+    }
+
+
+def folder_is_taken(folder: Path, name: str) -> bool:
+    """True when ``folder`` already holds an acquisition's files for ``name``."""
+    files = output_files(name)
+    return any((folder / files[key]).exists() for key in ("tiff", "partial", "journal", "metadata"))
+
+
+def metadata_dict(metadata: MetaData | Mapping[str, Any]) -> dict[str, Any]:
+    """Validate metadata and return its dump; the reserved key is refused."""
+    model = metadata if isinstance(metadata, MetaData) else MetaData.model_validate(metadata)
+    dump = model.model_dump(mode="json")
+    if RESERVED_METADATA_KEY in dump:
+        raise ValueError(f"metadata key {RESERVED_METADATA_KEY!r} is reserved for framesink")
+    return dump
+
+
+class StreamWriter:
+    """Writes one acquisition to ``<folder>/<name>.ome.tiff`` as frames arrive.
+
+    Memory stays flat: frames go straight to disk, per-frame metadata to a sidecar.
+    ``finalize`` is idempotent and always leaves a readable file (or, if even that
+    fails, a partial file plus journal that ``framesink recover`` can repair).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        name: str,
+        metadata: MetaData | Mapping[str, Any],
+        *,
+        dtype: object,
+        frame_shape: Sequence[int],
+        shape: Sequence[int | None] | None = None,
+        acquisition: str | None = None,
+        overwrite: bool = False,
+        fsync_interval: float | None = 1.0,
+    ) -> None:
+        self.metadata = metadata_dict(metadata)
+        self.layout = FrameLayout.create(
+            self.metadata["axes"], dtype, list(frame_shape), None if shape is None else list(shape)
+        )
+        self.name = check_output_name(name)
+        self.folder = Path(folder)
+        self.acquisition = acquisition or self.name
+        self.fsync_interval = fsync_interval
+        self.files = output_files(self.name)
+        self.started = utc_now()
+        self.frames_in_file = 0
+        self.frames_written = 0
+        self.frames_dropped = 0
+        self.missing_ranges: list[list[int]] = []
+        self._failure: BaseException | None = None
+        self._record: AcquisitionRecord | None = None
+        self._sidecar: TextIO | None = None
+        self._last_sync = time.monotonic()
+        self._zero_frame = np.zeros(self.layout.frame_shape, self.layout.dtype)
+        self._prepare_folder(overwrite)
+        self._journal = Journal(self.folder / self.files["journal"], self._journal_header())
+        self._tiff = tifffile.TiffWriter(self.partial_path, bigtiff=True)
+
+    # -- paths and state -------------------------------------------------------------
+    @property
+    def partial_path(self) -> Path:
+        return self.folder / self.files["partial"]
+
+    @property
+    def tiff_path(self) -> Path:
+        return self.folder / self.files["tiff"]
+
+    @property
+    def bytes_written(self) -> int:
+        return self.frames_in_file * self.layout.frame_bytes
+
+    @property
+    def frames_missing(self) -> int:
+        return sum(last - first + 1 for first, last in self.missing_ranges)
+
+    @property
+    def is_full(self) -> bool:
+        capacity = self.layout.capacity
+        return capacity is not None and self.frames_in_file >= capacity
+
+    @property
+    def finalized(self) -> bool:
+        return self._record is not None
+
+    def _prepare_folder(self, overwrite: bool) -> None:
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"output path {self.folder} exists and is not a directory")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if folder_is_taken(self.folder, self.name):
+            if not overwrite:
+                raise FileExistsError(
+                    f"{self.folder} already holds files of acquisition {self.name!r}"
+                )
+            for key in ("tiff", "partial", "journal", "metadata", "sidecar"):
+                (self.folder / self.files[key]).unlink(missing_ok=True)
+        elif overwrite:
+            (self.folder / self.files["sidecar"]).unlink(missing_ok=True)
+
+    def _journal_header(self) -> JournalHeader:
+        return JournalHeader(
+            acquisition=self.acquisition,
+            name=self.name,
+            tiff=self.files["tiff"],
+            partial=self.files["partial"],
+            sidecar=self.files["sidecar"],
+            axes=self.layout.axes,
+            dtype=self.layout.dtype.name,
+            frame_shape=list(self.layout.frame_shape),
+            shape=list(self.layout.leading_shape),
+            metadata=self.metadata,
+            started=self.started,
+            version=__version__,
+        )
+
+    # -- writing -----------------------------------------------------------------------
+    def write(
+        self, frames: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None = None
+    ) -> None:
+        """Append one frame or a chunk of frames (first axis = frame number)."""
+        chunk = self._as_chunk(frames)
+        if frame_metadata is not None and len(frame_metadata) != len(chunk):
+            raise ValueError(f"got {len(frame_metadata)} frame metadata for {len(chunk)} frames")
+        self._check_room(len(chunk))
+        self._guard(self._append, chunk, frame_metadata)
+
+    def skip(self, count: int) -> None:
+        """Record ``count`` frames as missing; they are zero-filled in the file."""
+        if count < 1:
+            raise ValueError(f"skip count must be >= 1; got {count}")
+        self._check_room(count)
+        self._guard(self._zero_fill, count)
+
+    def note_dropped(self, count: int) -> None:
+        """Count frames that arrived too late or twice and were not written."""
+        self._ensure_open()
+        self.frames_dropped += count
+        self._journal.append({"dropped": count})
+
+    def _as_chunk(self, frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        self._ensure_open()
+        chunk = np.asarray(frames)
+        if chunk.shape == self.layout.frame_shape:
+            chunk = chunk[np.newaxis]
+        if (
+            chunk.ndim != len(self.layout.frame_shape) + 1
+            or chunk.shape[1:] != self.layout.frame_shape
+        ):
+            raise ValueError(
+                f"frames must have shape {self.layout.frame_shape} or "
+                f"(n, *{self.layout.frame_shape}) for axes {self.layout.axes!r}; got {chunk.shape}"
+            )
+        if chunk.dtype != self.layout.dtype:
+            raise TypeError(f"frames must be {self.layout.dtype.name}; got {chunk.dtype.name}")
+        return chunk
+
+    def _check_room(self, count: int) -> None:
+        capacity = self.layout.capacity
+        if capacity is not None and self.frames_in_file + count > capacity:
+            raise ValueError(
+                f"{count} more frames exceed the shape {list(self.layout.leading_shape)} "
+                f"({self.frames_in_file} of {capacity} written)"
+            )
+
+    def _ensure_open(self) -> None:
+        if self._record is not None:
+            raise RuntimeError(f"acquisition {self.acquisition!r} is already finalized")
+        if self._failure is not None:
+            raise RuntimeError(f"acquisition {self.acquisition!r} failed: {self._failure}")
+
+    def _guard(self, operation: Any, *args: Any) -> None:
+        try:
+            operation(*args)
+        except OSError as exc:
+            self._failure = exc
+            raise
+
+    def _append(
+        self, chunk: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None
+    ) -> None:
+        for offset, frame in enumerate(chunk):
+            self._write_frame(frame)
+            self.frames_written += 1
+            meta = None if frame_metadata is None else frame_metadata[offset]
+            if meta:
+                self._write_sidecar_line(self.frames_in_file - 1, meta)
+        self._after_write()
+
+    def _zero_fill(self, count: int) -> None:
+        first = self.frames_in_file
+        self.missing_ranges.append([first, first + count - 1])
+        self._journal.append({"missing": [first, first + count - 1]})
+        for _ in range(count):
+            self._write_frame(self._zero_frame)
+        self._after_write()
+
+    def _write_frame(self, frame: np.ndarray[Any, Any]) -> None:
+        self._tiff.write(
+            frame,
+            contiguous=True,
+            metadata=None,
+            description=PLACEHOLDER_DESCRIPTION,
+            photometric="rgb" if self.layout.axes.endswith("S") else "minisblack",
+        )
+        self.frames_in_file += 1
+
+    def _write_sidecar_line(self, index: int, frame_metadata: Mapping[str, Any]) -> None:
+        if self._sidecar is None:
+            self._sidecar = (self.folder / self.files["sidecar"]).open("a", encoding="utf-8")
+        line = json.dumps({"index": index, **frame_metadata}, allow_nan=False, ensure_ascii=False)
+        self._sidecar.write(line + "\n")
+
+    def _after_write(self) -> None:
+        self._tiff.filehandle.flush()
+        if self._sidecar is not None:
+            self._sidecar.flush()
+        now = time.monotonic()
+        if self.fsync_interval is not None and now - self._last_sync >= self.fsync_interval:
+            self.sync()
+            self._last_sync = now
+
+    def sync(self) -> None:
+        """Force everything written so far to stable storage."""
+        os.fsync(self._tiff.filehandle.fileno())
+        if self._sidecar is not None:
+            os.fsync(self._sidecar.fileno())
+        self._journal.sync()
+
+    # -- finalizing --------------------------------------------------------------------
+    def finalize(
+        self,
+        reason: FinishReason | str = FinishReason.STOP,
+        *,
+        error: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AcquisitionRecord:
+        """Close the file, embed OME-XML, rename it and write metadata.json.
+
+        Idempotent: later calls return the first call's record. Raises WriteError
+        (with the record) when the file could not be completed.
+        """
+        if self._record is not None:
+            return self._record
+        reason = FinishReason(reason)
+        if metadata:
+            self.metadata.update({k: v for k, v in metadata.items() if k != RESERVED_METADATA_KEY})
+            self._journal.append({"stop_metadata": dict(metadata)})
+        errors = [error] if error else []
+        if self._failure is not None:
+            errors.append(f"write failed: {self._failure}")
+        tiff_name = self._finish_tiff(errors)
+        if errors:
+            reason = FinishReason.ERROR
+        self._record = self._make_record(reason, tiff_name, "; ".join(errors) or None)
+        metadata_written = self._write_metadata(errors)
+        if tiff_name != self.files["tiff"] or not metadata_written:
+            raise WriteError(self._record.error or "finalize failed", self._record)
+        return self._record
+
+    def _finish_tiff(self, errors: list[str]) -> str:
+        """Close and rename the TIFF; return the name it ends up under."""
+        try:
+            if self._failure is None:
+                self._pad_to_whole_step()
+            else:
+                self._discard_torn_frame()
+            self._tiff.close()
+            self._close_sidecar()
+            self._embed_ome_xml()
+            self._sync_file(self.partial_path)
+            os.replace(self.partial_path, self.tiff_path)
+            fsync_directory(self.folder)
+        except (OSError, ValueError) as exc:
+            errors.append(f"could not finish {self.files['tiff']}: {exc}")
+            self._close_quietly()
+            return self.files["partial"]
+        return self.files["tiff"]
+
+    def _pad_to_whole_step(self) -> None:
+        padding = self.layout.padded_count(self.frames_in_file) - self.frames_in_file
+        if padding:
+            self._zero_fill(padding)
+
+    def _discard_torn_frame(self) -> None:
+        """After a failed write, cut the file back to its last complete frame.
+
+        tifffile counts a contiguous page before its data is written, so its count
+        is set back to the frames known to be complete; the IFDs then fit in the
+        space the torn frame leaves.
+        """
+        handle = self._tiff.filehandle
+        data_offset = getattr(self._tiff, "_dataoffset", None)
+        data_shape = getattr(self._tiff, "_datashape", None)
+        if data_offset is None or data_shape is None or self.frames_in_file == 0:
+            raise OSError("nothing complete to keep")
+        handle.flush()
+        end = data_offset + self.frames_in_file * self.layout.frame_bytes
+        handle.seek(end)
+        os.ftruncate(handle.fileno(), end)
+        self._tiff._datashape = (self.frames_in_file, *data_shape[1:])
+
+    def _embed_ome_xml(self) -> None:
+        frames = self.frames_in_file
+        xml = build_ome_xml(
+            self.layout,
+            frames,
+            {k: v for k, v in self.metadata.items() if k != "notes"},
+            self.name,
+            self._sidecar_planes(),
+        )
+        tifffile.tiffcomment(self.partial_path, xml.encode("utf-8"))
+
+    def _sidecar_planes(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        path = self.folder / self.files["sidecar"]
+        if not path.exists():
+            return
+        with path.open(encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                yield int(entry.get("index", -1)), entry
+
+    @staticmethod
+    def _sync_file(path: Path) -> None:
+        with path.open("rb+") as handle:
+            os.fsync(handle.fileno())
+
+    def _close_sidecar(self) -> None:
+        if self._sidecar is not None:
+            self._sidecar.flush()
+            os.fsync(self._sidecar.fileno())
+            self._sidecar.close()
+
+    def _close_quietly(self) -> None:
+        for close in (self._tiff.filehandle.close, self._close_sidecar):
+            try:
+                close()
+            except (OSError, ValueError):
+                continue
+
+    def _make_record(
+        self, reason: FinishReason, tiff_name: str, error: str | None
+    ) -> AcquisitionRecord:
+        sidecar = self.files["sidecar"] if (self.folder / self.files["sidecar"]).exists() else None
+        return AcquisitionRecord(
+            acquisition=self.acquisition,
+            files=AcquisitionFiles(tiff=tiff_name, sidecar=sidecar),
+            dtype=self.layout.dtype.name,
+            axes=self.layout.axes,
+            shape=list(self.layout.file_shape(self.frames_in_file)),
+            declared_shape=list(self.layout.leading_shape),
+            frames_written=self.frames_written,
+            frames_missing=self.frames_missing,
+            missing_ranges=[list(r) for r in self.missing_ranges],
+            frames_dropped=self.frames_dropped,
+            bytes_written=self.bytes_written,
+            started=self.started,
+            stopped=utc_now(),
+            complete=reason is FinishReason.STOP and error is None and not self.missing_ranges,
+            reason=reason,
+            error=error,
+            version=__version__,
+        )
+
+    def _write_metadata(self, errors: list[str]) -> bool:
+        assert self._record is not None
+        try:
+            write_json_atomically(
+                self.folder / METADATA_FILE, metadata_document(self.metadata, self._record)
+            )
+        except (OSError, ValueError) as exc:
+            errors.append(f"could not write {METADATA_FILE}: {exc}")
+            self._record = self._record.model_copy(
+                update={"error": "; ".join(errors), "reason": FinishReason.ERROR, "complete": False}
+            )
+            self._journal.close()
+            return False
+        if self._record.files.tiff == self.files["tiff"]:
+            self._journal.remove()
+        else:
+            self._journal.append({"error": self._record.error})
+            self._journal.close()
+        return True
+
+    # -- context manager ---------------------------------------------------------------
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.finalize(FinishReason.STOP)
+        elif not self.finalized:
+            self.finalize(FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")

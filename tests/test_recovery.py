@@ -1,0 +1,124 @@
+"""A real writer process is killed with SIGKILL; recovery must keep every frame on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from framesink import RecoveryError, recover
+from framesink.recovery import find_interrupted
+
+from .conftest import pattern, read_metadata, read_tiff, validate_ome
+
+WRITER_SCRIPT = """
+import sys
+from tests.conftest import pattern
+from framesink import StreamWriter
+
+folder, axes, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+shape = [None, 2] if axes == "TZYX" else None
+writer = StreamWriter(folder, "killed", {"axes": axes, "notes": "n", "lens": "x"},
+                      dtype="uint16", frame_shape=(32, 24), shape=shape)
+for index in range(total):
+    if index == 5:
+        writer.skip(2)
+        continue
+    if index == 6:
+        continue
+    writer.write(pattern(1, (32, 24), "uint16", start=index),
+                 [{"delta_t": index * 0.1, "index_seen": index}])
+    print(index, flush=True)
+sys.stdin.read()
+"""
+
+
+def _kill_after(folder: Path, axes: str, frames_before_kill: int) -> int:
+    """Run a writer, SIGKILL it once it has reported ``frames_before_kill`` frames."""
+    with subprocess.Popen(
+        [sys.executable, "-c", WRITER_SCRIPT, str(folder), axes, str(frames_before_kill)],
+        stdout=subprocess.PIPE,
+        stdin=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[1],
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if int(line) == frames_before_kill - 1:
+                break
+        process.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=10) == -signal.SIGKILL
+    return frames_before_kill
+
+
+def test_sigkill_then_recover_is_pixel_exact(tmp_path: Path) -> None:
+    folder = tmp_path / "acq"
+    frames = _kill_after(folder, "TYX", 40)
+    assert (folder / "killed.ome.tiff.partial").exists()
+    assert find_interrupted(tmp_path) == [folder]
+
+    (record,) = recover(tmp_path)
+
+    assert (record.reason, record.complete) == ("recovered", False)
+    assert record.frames_written == frames - 2
+    assert record.missing_ranges == [[5, 6]]
+    kind, pixels, xml = read_tiff(folder / "killed.ome.tiff")
+    assert (kind, pixels.shape) == ("ome", (40, 32, 24))
+    expected = pattern(40, (32, 24), "uint16")
+    expected[5:7] = 0
+    np.testing.assert_array_equal(pixels, expected)
+    ome = validate_ome(xml)
+    assert ome.images[0].pixels.planes[0].delta_t == 0.0
+    document = read_metadata(folder)
+    assert (document["notes"], document["lens"]) == ("n", "x")
+    assert document["framesink"]["reason"] == "recovered"
+    sidecar = (folder / "killed.frames.jsonl").read_text().splitlines()
+    assert len(sidecar) == 38
+    assert json.loads(sidecar[-1])["index_seen"] == 39
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "killed.frames.jsonl",
+        "killed.ome.tiff",
+        "metadata.json",
+    ]
+    assert recover(tmp_path) == []
+
+
+def test_recovery_pads_a_partial_volume(tmp_path: Path) -> None:
+    folder = tmp_path / "vol"
+    _kill_after(folder, "TZYX", 9)
+    (record,) = recover(folder)
+    assert record.shape == [5, 2, 32, 24]
+    assert record.missing_ranges == [[5, 6], [9, 9]]
+    kind, pixels, _ = read_tiff(folder / "killed.ome.tiff")
+    assert (kind, pixels.shape) == ("ome", (5, 2, 32, 24))
+
+
+def test_torn_frame_at_the_end_is_not_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "torn"
+    _kill_after(folder, "TYX", 10)
+    partial = folder / "killed.ome.tiff.partial"
+    with partial.open("ab") as handle:
+        handle.write(b"\x01" * 100)
+    (record,) = recover(folder)
+    assert record.shape == [10, 32, 24]
+
+
+def test_unreadable_journal_is_reported_not_hidden(tmp_path: Path) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "framesink-journal.jsonl").write_text("{not json\n")
+    with pytest.raises(RecoveryError, match="unreadable journal"):
+        recover(tmp_path)
+    assert (folder / "framesink-journal.jsonl").exists()
+
+
+def test_recover_rejects_a_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(RecoveryError, match="not a folder"):
+        recover(tmp_path / "nope")
+    assert not os.path.exists(tmp_path / "nope")
