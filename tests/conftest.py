@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import tifffile
+
+from framesink.control import ControlError, request
 
 
 def pattern(
@@ -47,3 +56,129 @@ def data_root(tmp_path: Path) -> Path:
     root = tmp_path / "data"
     root.mkdir()
     return root
+
+
+# -- a real daemon process ---------------------------------------------------------------
+
+
+READY_TIMEOUT = 30.0
+
+
+@dataclass
+class DaemonProcess:
+    """A `framesink serve` subprocess with its endpoints and log."""
+
+    process: subprocess.Popen[bytes]
+    data_root: Path
+    control: str
+    log_path: Path
+    ingest: list[str] = field(default_factory=list)
+
+    def status(self) -> dict[str, Any]:
+        return request(self.control, {"cmd": "status"}, timeout=5.0)
+
+    def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 20.0
+    ) -> dict[str, Any]:
+        """Poll the status until ``predicate`` holds; fail with the last status and log."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = self.status()
+            if predicate(status):
+                return status
+            time.sleep(0.05)
+        raise AssertionError(
+            f"condition not met in {timeout} s; status: {status}\nlog:\n{self.log()}"
+        )
+
+    def wait_finished(self, acquisition: str, timeout: float = 20.0) -> dict[str, Any]:
+        status = self.wait_for(
+            lambda s: any(
+                a["acquisition"] == acquisition and a["state"] != "open" for a in s["acquisitions"]
+            ),
+            timeout,
+        )
+        return next(a for a in status["acquisitions"] if a["acquisition"] == acquisition)
+
+    def stop(self, signal_number: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal_number)
+        return self.process.wait(timeout)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def wait_ready(process: subprocess.Popen[bytes], control: str, log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(
+                f"daemon exited with {process.returncode}:\n{log_path.read_text()}"
+            )
+        try:
+            if request(control, {"cmd": "ping"}, timeout=0.5)["ok"]:
+                return
+        except ControlError:
+            continue
+    raise AssertionError(f"daemon not ready:\n{log_path.read_text()}")
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Start `framesink serve` processes; every one is stopped at teardown."""
+    started: list[DaemonProcess] = []
+
+    def start(
+        *args: str,
+        data_root: Path | None = None,
+        env: dict[str, str] | None = None,
+        bind: list[str] | None = None,
+        wait: bool = True,
+    ) -> DaemonProcess:
+        number = len(started)
+        root = data_root or tmp_path / f"data{number}"
+        root.mkdir(parents=True, exist_ok=True)
+        control = f"ipc://{tmp_path}/control{number}"
+        binds = ["tcp://127.0.0.1:*"] if bind is None else bind
+        command = [
+            sys.executable,
+            "-m",
+            "framesink",
+            "serve",
+            "--data-root",
+            str(root),
+            "--control",
+            control,
+            "--log-level",
+            "DEBUG",
+            *args,
+        ]
+        for endpoint in binds:
+            command += ["--bind", endpoint]
+        log_path = tmp_path / f"daemon{number}.log"
+        environment = {**os.environ, "FRAMESINK_CONFIG": "", **(env or {})}
+        with log_path.open("wb") as log_file:
+            process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+            )
+        daemon = DaemonProcess(process, root, control, log_path)
+        started.append(daemon)
+        if wait:
+            wait_ready(process, control, log_path)
+            daemon.ingest = daemon.status()["ingest"]
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)
+
+
+def framesink_command(*args: str) -> list[str]:
+    """The installed `framesink` console script (next to this Python), with ``args``."""
+    script = Path(sys.executable).with_name("framesink")
+    assert script.exists(), f"framesink console script not installed next to {sys.executable}"
+    return [str(script), *args]

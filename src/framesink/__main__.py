@@ -1,0 +1,5 @@
+"""``python -m framesink`` runs the CLI."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,426 @@
+"""The daemon: receive loop, writer sessions, control endpoint, signals and shutdown.
+
+Signals are handled in one place (``run``), which always tears down in ``finally``:
+stop receiving, drain what already arrived, finalize every open acquisition, exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections import deque
+from enum import StrEnum
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import zmq
+
+from ._version import __version__
+from .budget import ByteBudget
+from .control import ControlServer
+from .counters import Counters
+from .notify import sd_notify
+from .paths import PathError, resolve_output_folder
+from .record import FinishReason
+from .recovery import RecoveryError, recover
+from .routing import Action, Drop, Finish, Open, Router, Skip, Write
+from .session import Session
+from .settings import Settings
+from .wire import WireError, decode
+from .writer import StreamWriter
+
+log = logging.getLogger(__name__)
+
+RECEIVE_BATCH = 256
+HOUSEKEEPING_S = 1.0
+DRAIN_S = 2.0
+JOIN_S = 600.0
+RECENT_FINISHED = 50
+BUDGET_WAIT_S = 0.5
+
+
+class RunState(StrEnum):
+    """Where the daemon is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class Daemon:
+    """Subscribes to the ingest endpoints and writes every acquisition it is sent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = RunState.STARTING
+        self.counters = Counters()
+        self.router = Router(
+            idle_timeout=settings.idle_timeout,
+            max_open=settings.max_open,
+            max_gap_bytes=int(settings.max_gap_bytes),
+        )
+        self.budget = ByteBudget(int(settings.queue_bytes))
+        self.sessions: dict[str, Session] = {}
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_FINISHED)
+        self.control_endpoint: str | None = None
+        self.ingest_endpoints: list[str] = []
+        self.free_bytes: int | None = None
+        self._lock = threading.Lock()
+        self._started = time.monotonic()
+        self._stop_requested = threading.Event()
+        self._context: zmq.Context[Any] = zmq.Context()
+        self._ingest: zmq.Socket[Any] | None = None
+        self._control: ControlServer | None = None
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        os.set_blocking(self._wakeup_write, False)
+        os.set_blocking(self._wakeup_read, False)
+
+    # -- lifecycle -------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve until SIGTERM/SIGINT or ``request_stop``; always drains and finalizes."""
+        previous = self._install_signal_handlers()
+        try:
+            self._start()
+            self.state = RunState.RUNNING
+            sd_notify("READY=1\nSTATUS=receiving")
+            log.info(
+                "framesink %s ready: ingest %s, control %s",
+                __version__,
+                ", ".join(self.ingest_endpoints),
+                self.control_endpoint,
+            )
+            self._loop()
+        finally:
+            self._shutdown()
+            self._restore_signal_handlers(previous)
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (thread- and signal-safe)."""
+        self._stop_requested.set()
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wakeup_write, b"\0")
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        previous: dict[int, Any] = {}
+        for number in (signal.SIGTERM, signal.SIGINT):
+            previous[number] = signal.signal(number, self._on_signal)
+        return previous
+
+    @staticmethod
+    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+    def _on_signal(self, number: int, _frame: FrameType | None) -> None:
+        log.info("received %s: draining and finalizing", signal.Signals(number).name)
+        self.request_stop()
+
+    def _start(self) -> None:
+        settings = self.settings
+        settings.data_root.mkdir(parents=True, exist_ok=True)
+        if settings.recover_on_start:
+            self._recover()
+        self._control = ControlServer(self._context, settings.control, self.status)
+        self.control_endpoint = self._control.endpoint
+        self._ingest = self._open_ingest()
+        self._control.start()
+        self._check_disk()
+
+    def _recover(self) -> None:
+        try:
+            for record in recover(self.settings.data_root):
+                log.warning(
+                    "recovered interrupted acquisition %s (%d frames)",
+                    record.acquisition,
+                    record.frames_written,
+                )
+        except RecoveryError as exc:
+            log.error("some interrupted acquisitions could not be recovered: %s", exc)
+
+    def _open_ingest(self) -> zmq.Socket[Any]:
+        settings = self.settings
+        kind = zmq.SUB if settings.socket == "sub" else zmq.PULL
+        sock: zmq.Socket[Any] = self._context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVHWM, settings.receive_hwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, int(settings.max_message_bytes))
+        if kind == zmq.SUB:
+            for prefix in settings.subscribe:
+                sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+        for endpoint in settings.bind:
+            sock.bind(endpoint)
+            self.ingest_endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+        for endpoint in settings.connect:
+            sock.connect(endpoint)
+            self.ingest_endpoints.append(endpoint)
+        return sock
+
+    def _shutdown(self) -> None:
+        self.state = RunState.DRAINING
+        sd_notify("STOPPING=1")
+        try:
+            if self._ingest is not None:
+                self._drain_socket()
+                self._ingest.close(linger=0)
+            with self._lock:
+                for action in self.router.finish_all(FinishReason.SHUTDOWN):
+                    self._dispatch(action)
+            self._join_sessions()
+        finally:
+            if self._control is not None:
+                self._control.stop()
+            self._context.term()
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
+            self.state = RunState.STOPPED
+            log.info("framesink stopped")
+
+    def _drain_socket(self) -> None:
+        """Take in what already arrived (bounded in time) so it is written too."""
+        deadline = time.monotonic() + DRAIN_S
+        while time.monotonic() < deadline and self._receive_batch():
+            continue
+
+    def _join_sessions(self) -> None:
+        deadline = time.monotonic() + JOIN_S
+        for session in list(self.sessions.values()):
+            if not session.join(max(0.0, deadline - time.monotonic())):
+                log.error("acquisition %s did not finish writing in time", session.acquisition)
+        self._reap()
+
+    # -- the receive loop --------------------------------------------------------------
+    def _loop(self) -> None:
+        assert self._ingest is not None
+        poller = zmq.Poller()
+        poller.register(self._ingest, zmq.POLLIN)
+        poller.register(self._wakeup_read, zmq.POLLIN)
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        while not self._stop_requested.is_set():
+            timeout = self._poll_timeout(next_housekeeping)
+            events = dict(poller.poll(int(timeout * 1000)))
+            if self._wakeup_read in events:
+                self._clear_wakeup()
+            if self._ingest in events:
+                self._receive_batch()
+            now = time.monotonic()
+            with self._lock:
+                for action in self.router.expire(now):
+                    self._dispatch(action)
+            if now >= next_housekeeping:
+                self._housekeeping()
+                next_housekeeping = now + HOUSEKEEPING_S
+
+    def _poll_timeout(self, next_housekeeping: float) -> float:
+        deadline = self.router.next_deadline()
+        due = next_housekeeping if deadline is None else min(deadline, next_housekeeping)
+        return max(0.0, due - time.monotonic())
+
+    def _clear_wakeup(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._wakeup_read, 512):
+                continue
+
+    def _receive_batch(self) -> int:
+        """Receive up to RECEIVE_BATCH waiting messages; return how many."""
+        assert self._ingest is not None
+        received = 0
+        while received < RECEIVE_BATCH:
+            try:
+                parts = self._ingest.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            received += 1
+            self._handle([part.buffer for part in parts])
+        return received
+
+    def _handle(self, parts: list[memoryview]) -> None:
+        with self._lock:
+            self.counters.add("messages")
+            try:
+                message = decode(parts, int(self.settings.max_header_bytes))
+                actions = self.router.route(message, time.monotonic())
+            except WireError as exc:
+                self.counters.reject(exc)
+                return
+            for action in actions:
+                self._dispatch(action)
+
+    # -- actions -----------------------------------------------------------------------
+    def _dispatch(self, action: Action) -> None:
+        if isinstance(action, Open):
+            self._open(action)
+            return
+        session = self.sessions.get(action.acquisition)
+        if session is None:
+            return
+        if session.failed:
+            self._retire_failed(session)
+            return
+        if isinstance(action, Write):
+            self._write(session, action)
+        elif isinstance(action, Skip):
+            session.skip(action.count)
+        elif isinstance(action, Drop):
+            self.counters.add("frames_dropped", action.count)
+            session.drop(action.count)
+        elif isinstance(action, Finish):
+            session.finish(action.reason, action.metadata, action.error)
+
+    def _open(self, action: Open) -> None:
+        start = action.start
+        try:
+            self._refuse_when_disk_low()
+            folder = resolve_output_folder(
+                self.settings.data_root,
+                start.output.output_path,
+                start.output.output_name,
+                self.settings.on_exists,
+            )
+            writer = StreamWriter(
+                folder,
+                start.output.output_name,
+                start.metadata,
+                dtype=start.dtype,
+                frame_shape=start.frame_shape,
+                shape=start.shape,
+                acquisition=action.acquisition,
+                fsync_interval=self.settings.fsync_interval or None,
+            )
+        except (PathError, OSError, ValueError) as exc:
+            self.router.fail(action.acquisition)
+            self.counters.add("acquisitions_rejected")
+            self.counters.reject(WireError("bad_output", str(exc), action.acquisition))
+            return
+        self.sessions[action.acquisition] = Session(action.acquisition, writer, self.budget)
+        self.counters.add("acquisitions_started")
+        log.info("acquisition %s started -> %s", action.acquisition, writer.partial_path)
+
+    def _write(self, session: Session, action: Write) -> None:
+        layout = session.writer.layout
+        frames = np.frombuffer(action.payload, dtype=layout.dtype).reshape(
+            action.count, *layout.frame_shape
+        )
+        self.counters.add("frames_received", action.count)
+        if session.failed:
+            session.frames_lost += action.count
+            return
+        if not self._take_budget(session, frames.nbytes):
+            self.counters.add("frames_lost_overload", action.count)
+            log.warning(
+                "acquisition %s: queue full, frames %d-%d recorded as missing",
+                action.acquisition,
+                action.index,
+                action.index + action.count - 1,
+            )
+            session.skip(action.count)
+            return
+        session.write(frames, action.frame_metadata, frames.nbytes)
+
+    def _retire_failed(self, session: Session) -> None:
+        """A session whose writer failed: later messages for it count as late."""
+        if session.acquisition in self.router.open:
+            self.router.fail(session.acquisition)
+            session.finish(FinishReason.ERROR, error=session.error)
+
+    def _take_budget(self, session: Session, nbytes: int) -> bool:
+        """Reserve queue space: PULL waits for it (backpressure), SUB never waits."""
+        if self.settings.socket == "sub":
+            return self.budget.acquire(nbytes, timeout=0)
+        self._lock.release()
+        try:
+            while not self.budget.acquire(nbytes, timeout=BUDGET_WAIT_S):
+                if session.done:
+                    return False
+            return True
+        finally:
+            self._lock.acquire()
+
+    # -- housekeeping and status -------------------------------------------------------
+    def _housekeeping(self) -> None:
+        self._check_disk()
+        with self._lock:
+            self._reap()
+
+    def _reap(self) -> None:
+        for name, session in list(self.sessions.items()):
+            if session.failed:
+                self._retire_failed(session)
+            if not session.done:
+                continue
+            del self.sessions[name]
+            snapshot = session.snapshot()
+            self.recent.appendleft(snapshot)
+            self.counters.add("frames_written", session.writer.frames_written)
+            self.counters.add("bytes_written", session.writer.bytes_written)
+            if snapshot["state"] == "failed":
+                self.counters.add("acquisitions_failed")
+                self.router.fail(name)
+            else:
+                self.counters.add("acquisitions_finished")
+
+    def _check_disk(self) -> None:
+        try:
+            self.free_bytes = shutil.disk_usage(self.settings.data_root).free
+        except OSError as exc:
+            log.error("cannot read free space of %s: %s", self.settings.data_root, exc)
+            return
+        if self.free_bytes >= int(self.settings.min_free_bytes):
+            return
+        with self._lock:
+            open_names = list(self.router.open)
+            if open_names:
+                log.error(
+                    "only %d bytes free on %s: finalizing %d open acquisitions",
+                    self.free_bytes,
+                    self.settings.data_root,
+                    len(open_names),
+                )
+            for name in open_names:
+                self.router.open.pop(name, None)
+                self.router.fail(name)
+                session = self.sessions.get(name)
+                if session is not None:
+                    session.finish(
+                        FinishReason.ERROR, error=f"disk almost full: {self.free_bytes} bytes free"
+                    )
+
+    def _refuse_when_disk_low(self) -> None:
+        if self.free_bytes is not None and self.free_bytes < int(self.settings.min_free_bytes):
+            raise OSError(
+                f"only {self.free_bytes} bytes free on the data root (minimum "
+                f"{int(self.settings.min_free_bytes)}); acquisition refused"
+            )
+
+    def status(self) -> dict[str, Any]:
+        """Status for the control endpoint (called from the control thread)."""
+        with self._lock:
+            live = [session.snapshot() for session in self.sessions.values()]
+            counters = self.counters.snapshot()
+            counters["frames_written"] += sum(s["frames_written"] for s in live)
+            counters["bytes_written"] += sum(s["bytes_written"] for s in live)
+            for entry in [*live, *self.recent]:
+                entry["rejected_messages"] = self.counters.rejections_by_acquisition[
+                    entry["acquisition"]
+                ]
+            return {
+                "state": self.state.value,
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                "data_root": str(self.settings.data_root),
+                "free_bytes": self.free_bytes,
+                "socket": self.settings.socket,
+                "ingest": list(self.ingest_endpoints),
+                "queued_bytes": self.budget.used,
+                "queue_limit_bytes": self.budget.limit,
+                "counters": counters,
+                "acquisitions": [*live, *self.recent],
+                "recent_errors": list(self.counters.recent_errors)[-10:],
+            }

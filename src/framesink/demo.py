@@ -1,0 +1,120 @@
+"""``framesink demo``: a real daemon process and the synthetic camera, end to end."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .camera import SyntheticCamera, publish_synthetic
+from .control import ControlError, request
+from .publisher import Publisher
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 120.0
+STATUS_INTERVAL_S = 0.1
+
+
+def wait_until_ready(control: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait for the daemon to answer ping; raise RuntimeError if it died or never answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the daemon exited with code {process.returncode}")
+        try:
+            if request(control, {"cmd": "ping"}, timeout=1.0).get("ok"):
+                return
+        except ControlError:
+            continue
+    raise RuntimeError(f"the daemon did not answer on {control} within {timeout:g} s")
+
+
+def wait_until_finished(control: str, acquisition: str, timeout: float) -> dict[str, object]:
+    """Wait until the daemon reports ``acquisition`` finished; return its status entry."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = request(control, {"cmd": "status"}, timeout=5.0)
+        for entry in status.get("acquisitions", []):
+            if entry["acquisition"] == acquisition and entry["state"] != "open":
+                return dict(entry)
+        time.sleep(STATUS_INTERVAL_S)
+    raise RuntimeError(f"acquisition {acquisition} did not finish within {timeout:g} s")
+
+
+def run_demo(
+    data_root: Path | None, frames: int, shape: tuple[int, ...], dtype: str, rate: float | None
+) -> int:
+    root = (data_root or Path(tempfile.mkdtemp(prefix="framesink-demo-"))).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
+        ingest, control = f"ipc://{sockets}/ingest", f"ipc://{sockets}/control"
+        command = [
+            sys.executable,
+            "-m",
+            "framesink",
+            "serve",
+            "--data-root",
+            str(root),
+            "--bind",
+            ingest,
+            "--socket",
+            "pull",
+            "--control",
+            control,
+            "--log-level",
+            "WARNING",
+        ]
+        with subprocess.Popen(command) as daemon:
+            try:
+                wait_until_ready(control, daemon, READY_TIMEOUT_S)
+                print(
+                    f"daemon ready (pid {daemon.pid}); "
+                    f"publishing {frames} frames of {list(shape)} {dtype}",
+                    file=sys.stderr,
+                )
+                with Publisher(ingest, kind="push") as publisher:
+                    publish_synthetic(
+                        publisher,
+                        SyntheticCamera(shape, dtype, rate),
+                        acquisition="demo",
+                        count=frames,
+                        output_path="demo",
+                        output_name="synthetic",
+                        chunk=4,
+                    )
+                wait_until_finished(control, "demo", STOP_TIMEOUT_S)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                code = daemon.wait(STOP_TIMEOUT_S)
+    return _report(root / "demo", code)
+
+
+def _report(folder: Path, code: int) -> int:
+    metadata = folder / "metadata.json"
+    if code != 0 or not metadata.exists():
+        print(
+            f"demo failed: daemon exit code {code}; {metadata} "
+            f"{'exists' if metadata.exists() else 'is missing'}",
+            file=sys.stderr,
+        )
+        return 1
+    record = json.loads(metadata.read_text())["framesink"]
+    tiff = folder / record["files"]["tiff"]
+    print(f"wrote {tiff}")
+    print(
+        f"  shape {record['shape']} ({record['axes']}), {record['dtype']}, "
+        f"{record['frames_written']} frames written, {record['frames_missing']} missing, "
+        f"complete={record['complete']}, {tiff.stat().st_size / 2**20:.1f} MiB"
+    )
+    print(f"  metadata: {metadata}")
+    if record["files"]["sidecar"]:
+        print(f"  per-frame metadata: {folder / record['files']['sidecar']}")
+    print(
+        f"  open it: python -c \"import tifffile; print(tifffile.imread('{tiff}').shape)\""
+        "  (or drag it into Fiji)"
+    )
+    return 0 if record["complete"] else 1

@@ -1,0 +1,72 @@
+"""Render the daemon status for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _size(nbytes: float | None) -> str:
+    if nbytes is None:
+        return "?"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(nbytes) < 1024 or unit == "TiB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return f"{nbytes:.1f} TiB"
+
+
+def render_status(status: dict[str, Any]) -> str:
+    """A readable summary: daemon line, acquisitions table, counters, recent errors."""
+    lines = [
+        f"framesink {status.get('version')}  state={status.get('state')}  "
+        f"uptime={status.get('uptime_s', 0):.0f}s  socket={status.get('socket')}  "
+        f"queue={_size(status.get('queued_bytes'))}/{_size(status.get('queue_limit_bytes'))}  "
+        f"free={_size(status.get('free_bytes'))}",
+        f"ingest: {', '.join(status.get('ingest', []))}   data root: {status.get('data_root')}",
+        "",
+    ]
+    rows = [("ACQUISITION", "STATE", "WRITTEN", "MISSING", "DROPPED", "RATE/s", "REASON", "PATH")]
+    for entry in status.get("acquisitions", []):
+        rate = entry.get("frames_per_s")
+        rows.append(
+            (
+                str(entry["acquisition"]),
+                str(entry["state"]),
+                str(entry["frames_written"]),
+                str(entry["frames_missing"]),
+                str(entry["frames_dropped"]),
+                "-" if rate is None else f"{rate:.0f}",
+                str(entry.get("reason") or "-"),
+                str(entry["path"]),
+            )
+        )
+    if len(rows) == 1:
+        lines.append("no acquisitions yet")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+        for row in rows:
+            lines.append(
+                "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
+                + "  "
+                + row[-1]
+            )
+    for entry in status.get("acquisitions", []):
+        if entry.get("error"):
+            lines.append(f"  ! {entry['acquisition']}: {entry['error']}")
+    counters = status.get("counters", {})
+    lines += [
+        "",
+        "counters: "
+        + "  ".join(f"{k}={v}" for k, v in counters.items() if not isinstance(v, dict)),
+    ]
+    by_reason = counters.get("rejected_by_reason") or {}
+    if by_reason:
+        lines.append("rejected: " + "  ".join(f"{k}={v}" for k, v in sorted(by_reason.items())))
+    errors = status.get("recent_errors") or []
+    if errors:
+        lines.append("recent errors:")
+        lines += [
+            f"  {e['time']} {e['reason']} {e.get('acquisition') or ''}: {e['detail']}"
+            for e in errors[-5:]
+        ]
+    return "\n".join(lines)

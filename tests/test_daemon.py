@@ -1,0 +1,319 @@
+"""System tests: a real `framesink serve` process, real sockets, real files."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+import zmq
+
+from framesink import MetaData
+from framesink.publisher import Publisher
+
+from .conftest import (
+    DaemonProcess,
+    framesink_command,
+    pattern,
+    read_metadata,
+    read_tiff,
+    validate_ome,
+)
+
+StartDaemon = Callable[..., DaemonProcess]
+
+
+def test_two_interleaved_acquisitions_with_different_dtypes_and_axes(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon()
+    a_frames = pattern(6, (16, 12), "uint16")
+    b_frames = pattern(2 * 2 * 3, (8, 10), "float32")
+    with Publisher(daemon.ingest, kind="pub") as publisher:
+        a = publisher.start(
+            "run-a",
+            MetaData(axes="TYX", notes="first", lens="10x"),
+            output_path="exp/a",
+            output_name="cells",
+            dtype="uint16",
+            frame_shape=(16, 12),
+        )
+        b = publisher.start(
+            "run-b",
+            {"axes": "TCZYX", "channel_names": ["GFP", "RFP"]},
+            output_path="exp/b",
+            output_name="vol",
+            dtype="float32",
+            frame_shape=(8, 10),
+            shape=[None, 2, 3],
+        )
+        for step in range(6):
+            a.send(a_frames[step], [{"delta_t": step * 0.5, "exposure_time": 0.02, "temp": 21.5}])
+            b.send(b_frames[2 * step : 2 * step + 2])
+        a.stop({"notes": "final notes", "operator": "ada"})
+        b.stop()
+    a_entry = daemon.wait_finished("run-a")
+    b_entry = daemon.wait_finished("run-b")
+    assert (a_entry["state"], a_entry["complete"], a_entry["frames_written"]) == (
+        "finished",
+        True,
+        6,
+    )
+    assert (b_entry["state"], b_entry["complete"], b_entry["frames_written"]) == (
+        "finished",
+        True,
+        12,
+    )
+
+    a_folder, b_folder = daemon.data_root / "exp/a", daemon.data_root / "exp/b"
+    kind, pixels, xml = read_tiff(a_folder / "cells.ome.tiff")
+    assert kind == "ome"
+    np.testing.assert_array_equal(pixels, a_frames)
+    planes = validate_ome(xml).images[0].pixels.planes
+    assert [p.delta_t for p in planes] == [step * 0.5 for step in range(6)]
+    assert all(p.exposure_time == 0.02 for p in planes)
+    sidecar = [
+        json.loads(line) for line in (a_folder / "cells.frames.jsonl").read_text().splitlines()
+    ]
+    assert [entry["temp"] for entry in sidecar] == [21.5] * 6
+    document = read_metadata(a_folder)
+    assert (document["notes"], document["operator"], document["lens"]) == (
+        "final notes",
+        "ada",
+        "10x",
+    )
+    assert document["framesink"]["reason"] == "stop"
+
+    kind, pixels, xml = read_tiff(b_folder / "vol.ome.tiff")
+    assert (kind, pixels.shape, pixels.dtype) == ("ome", (2, 2, 3, 8, 10), np.float32)
+    np.testing.assert_array_equal(pixels.reshape(12, 8, 10), b_frames)
+    assert [c.name for c in validate_ome(xml).images[0].pixels.channels] == ["GFP", "RFP"]
+    assert daemon.stop() == 0
+
+
+def _raw_header(**fields: Any) -> bytes:
+    packed: bytes = msgpack.packb({"v": 1, **fields}, use_bin_type=True)
+    return packed
+
+
+def test_raw_pyzmq_publisher_over_push_pull(start_daemon: StartDaemon) -> None:
+    """Only pyzmq and msgpack, as a publisher in another language would do it."""
+    daemon = start_daemon("--socket", "pull")
+    frames = pattern(5, (4, 6, 3), "uint8")
+    context = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 5000)
+    push.connect(daemon.ingest[0])
+    start = _raw_header(
+        type="start",
+        acquisition="raw.1",
+        seq=0,
+        metadata={"axes": "TYXS", "instrument": "rgb-cam"},
+        output={"output_path": "raw", "output_name": "rgb"},
+        dtype="uint8",
+        frame_shape=[4, 6, 3],
+    )
+    push.send_multipart([b"cam0", start])
+    push.send_multipart(
+        [
+            b"cam0",
+            _raw_header(type="frames", acquisition="raw.1", seq=1, index=0, count=2),
+            frames[:2].tobytes(),
+        ]
+    )
+    push.send_multipart(
+        [
+            b"cam0",
+            _raw_header(type="frames", acquisition="raw.1", seq=2, index=2, count=3),
+            frames[2:].tobytes(),
+        ]
+    )
+    push.send_multipart([b"cam0", _raw_header(type="stop", acquisition="raw.1", seq=3)])
+    push.close()
+    context.term()
+    entry = daemon.wait_finished("raw.1")
+    assert entry["complete"] is True
+    kind, pixels, xml = read_tiff(daemon.data_root / "raw/rgb.ome.tiff")
+    assert (kind, pixels.shape) == ("ome", (5, 4, 6, 3))
+    np.testing.assert_array_equal(pixels, frames)
+    assert validate_ome(xml).images[0].pixels.channels[0].samples_per_pixel == 3
+
+
+def test_daemon_connects_to_a_binding_publisher(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    endpoint = f"ipc://{tmp_path}/camera"
+    with Publisher(endpoint, kind="pub", bind=True) as publisher:
+        daemon = start_daemon("--connect", endpoint, bind=[])
+        acquisition = publisher.start(
+            "conn",
+            {"axes": "ZYX"},
+            output_path="c",
+            output_name="z",
+            dtype="int16",
+            frame_shape=(5, 5),
+            shape=[4],
+        )
+        acquisition.send(pattern(4, (5, 5), "int16"), chunk=3)
+    entry = daemon.wait_finished("conn")
+    assert (entry["complete"], entry["reason"], entry["frames_written"]) == (True, "stop", 4)
+    _, pixels, _ = read_tiff(daemon.data_root / "c/z.ome.tiff")
+    np.testing.assert_array_equal(pixels, pattern(4, (5, 5), "int16"))
+
+
+def test_sigterm_finalizes_open_acquisition_and_exits_zero(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon("--socket", "pull")
+    frames = pattern(7, (32, 32), "uint16")
+    with Publisher(daemon.ingest, kind="push") as publisher:
+        acquisition = publisher.start(
+            "open-one",
+            {"axes": "TYX"},
+            output_path="s",
+            output_name="s",
+            dtype="uint16",
+            frame_shape=(32, 32),
+        )
+        acquisition.send(frames)
+    daemon.wait_for(lambda s: s["counters"]["frames_received"] == 7)
+    assert daemon.stop(signal.SIGTERM) == 0
+    folder = daemon.data_root / "s"
+    record = read_metadata(folder)["framesink"]
+    assert (record["reason"], record["complete"], record["frames_written"]) == (
+        "shutdown",
+        False,
+        7,
+    )
+    _, pixels, _ = read_tiff(folder / "s.ome.tiff")
+    np.testing.assert_array_equal(pixels, frames)
+    assert not (folder / "s.ome.tiff.partial").exists()
+
+
+def test_sigint_also_drains(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    assert daemon.stop(signal.SIGINT) == 0
+    assert "stopped" in daemon.log()
+
+
+def test_ready_notification_on_notify_socket(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(path)
+        listener.settimeout(30)
+        daemon = start_daemon(env={"NOTIFY_SOCKET": path})
+        assert listener.recv(4096).decode().splitlines()[0] == "READY=1"
+        assert daemon.stop() == 0
+        assert listener.recv(4096).decode() == "STOPPING=1"
+
+
+def test_status_command_human_and_json(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    with Publisher(daemon.ingest) as publisher:
+        acquisition = publisher.start(
+            "shown",
+            {"axes": "TYX"},
+            output_path="st",
+            output_name="st",
+            dtype="uint8",
+            frame_shape=(4, 4),
+        )
+        acquisition.send(pattern(3, (4, 4), "uint8"))
+        daemon.wait_for(lambda s: s["counters"]["frames_written"] == 3)
+        human = subprocess.run(
+            framesink_command("status", "--control", daemon.control),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        assert "shown" in human
+        assert "open" in human
+        assert "ACQUISITION" in human
+        raw = subprocess.run(
+            framesink_command("status", "--control", daemon.control, "--json"),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        status = json.loads(raw)
+        entry = status["acquisitions"][0]
+        assert {
+            k: entry[k]
+            for k in ("acquisition", "state", "frames_written", "frames_missing", "complete")
+        } == {
+            "acquisition": "shown",
+            "state": "open",
+            "frames_written": 3,
+            "frames_missing": 0,
+            "complete": False,
+        }
+        for key in (
+            "messages",
+            "bad_messages",
+            "orphan_messages",
+            "frames_written",
+            "frames_dropped",
+        ):
+            assert key in status["counters"]
+        assert status["uptime_s"] > 0
+        acquisition.stop()
+    daemon.wait_finished("shown")
+
+
+def test_status_command_reports_an_absent_daemon(tmp_path: Path) -> None:
+    result = subprocess.run(
+        framesink_command("status", "--control", f"ipc://{tmp_path}/nobody", "--timeout", "0.5"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "no answer" in result.stderr
+
+
+def test_control_endpoint_answers_garbage_and_keeps_working(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    context = zmq.Context()
+    try:
+        for payload in [b"\xc1", msgpack.packb([1, 2]), msgpack.packb({"cmd": "reboot"})]:
+            sock = context.socket(zmq.REQ)
+            sock.setsockopt(zmq.RCVTIMEO, 5000)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.connect(daemon.control)
+            sock.send(payload)
+            reply = msgpack.unpackb(sock.recv())
+            assert reply["ok"] is False
+            assert reply["error"]
+            sock.close()
+    finally:
+        context.term()
+    assert daemon.status()["ok"] is True
+
+
+@pytest.mark.parametrize("reason", ["abort", "timeout"])
+def test_abort_and_idle_timeout_end_incomplete(start_daemon: StartDaemon, reason: str) -> None:
+    daemon = start_daemon("--idle-timeout", "0.5")
+    with Publisher(daemon.ingest) as publisher:
+        acquisition = publisher.start(
+            "ending",
+            {"axes": "TYX"},
+            output_path="e",
+            output_name="e",
+            dtype="uint8",
+            frame_shape=(4, 4),
+        )
+        acquisition.send(pattern(2, (4, 4), "uint8"))
+        if reason == "abort":
+            acquisition.abort("operator pressed stop")
+        entry = daemon.wait_finished("ending")
+    assert (entry["reason"], entry["complete"], entry["frames_written"]) == (reason, False, 2)
+    document = read_metadata(daemon.data_root / "e")
+    assert document["framesink"]["reason"] == reason
+    if reason == "abort":
+        assert document["abort_reason"] == "operator pressed stop"
