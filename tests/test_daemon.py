@@ -317,3 +317,36 @@ def test_abort_and_idle_timeout_end_incomplete(start_daemon: StartDaemon, reason
     assert document["framesink"]["reason"] == reason
     if reason == "abort":
         assert document["abort_reason"] == "operator pressed stop"
+
+
+def test_sub_overload_records_what_could_not_be_kept(start_daemon: StartDaemon) -> None:
+    """A tiny queue and a publisher that never waits: every frame is written or listed missing."""
+    daemon = start_daemon("--queue-bytes", "64KiB", "--fsync-interval", "0.001")
+    total = 600
+    frames = pattern(total, (128, 128), "uint16")
+    with Publisher(daemon.ingest, kind="pub", high_water_mark=100_000) as publisher:
+        acquisition = publisher.start(
+            "flood",
+            {"axes": "TYX"},
+            output_path="flood",
+            output_name="f",
+            dtype="uint16",
+            frame_shape=(128, 128),
+        )
+        acquisition.send(frames, chunk=1)
+        acquisition.stop()
+    entry = daemon.wait_finished("flood", timeout=60)
+    record = read_metadata(daemon.data_root / "flood")["framesink"]
+    assert record["frames_written"] + record["frames_missing"] == total
+    assert record["frames_missing"] > 0, "the queue never overflowed; the test proves nothing"
+    assert entry["frames_missing"] == record["frames_missing"]
+    _, pixels, _ = read_tiff(daemon.data_root / "flood/f.ome.tiff")
+    missing = np.zeros(total, bool)
+    for first, last in record["missing_ranges"]:
+        missing[first : last + 1] = True
+    assert missing.sum() == record["frames_missing"]
+    np.testing.assert_array_equal(pixels[~missing], frames[~missing])
+    assert not pixels[missing].any()
+    counters = daemon.status()["counters"]
+    assert counters["frames_lost_overload"] > 0
+    assert counters["frames_lost_overload"] <= record["frames_missing"]

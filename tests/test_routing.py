@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from framesink.record import FinishReason
-from framesink.routing import Drop, Finish, Open, Router, Skip, Write
+from framesink.routing import Drop, Finish, Open, Router, SeqGap, Skip, Write
 from framesink.wire import (
     Message,
     WireError,
@@ -132,5 +132,14 @@ def test_idle_timeout_and_limits() -> None:
 def test_seq_gaps_are_counted_not_rejected() -> None:
     router = Router()
     router.route(_start(), 0)
-    router.route(_frames("a", 4, 0, 1), 0)
-    assert router.open["a"].seq_gaps == 3
+    gap, write = router.route(_frames("a", 4, 0, 1), 0)
+    assert gap == SeqGap("a", 3)
+    assert isinstance(write, Write)
+
+
+def test_stop_with_frame_count_records_the_lost_tail() -> None:
+    router = Router()
+    router.route(_start(), 0)
+    router.route(_frames("a", 1, 0, 2), 0)
+    stop = decode([b"", pack_header(end_header("stop", "a", 2, {"frame_count": 5}))])
+    assert router.route(stop, 0) == [Skip("a", 2, 3), Finish("a", FinishReason.STOP, None)]

@@ -29,7 +29,7 @@ from .notify import sd_notify
 from .paths import PathError, resolve_output_folder
 from .record import FinishReason
 from .recovery import RecoveryError, recover
-from .routing import Action, Drop, Finish, Open, Router, Skip, Write
+from .routing import Action, Drop, Finish, Open, Router, SeqGap, Skip, Write
 from .session import Session
 from .settings import Settings
 from .wire import WireError, decode
@@ -258,6 +258,14 @@ class Daemon:
     def _dispatch(self, action: Action) -> None:
         if isinstance(action, Open):
             self._open(action)
+            return
+        if isinstance(action, SeqGap):
+            self.counters.add("seq_gaps", action.missed)
+            log.warning(
+                "acquisition %s: %d messages never arrived (seq gap)",
+                action.acquisition,
+                action.missed,
+            )
             return
         session = self.sessions.get(action.acquisition)
         if session is None:

@@ -169,7 +169,9 @@ class PublishedAcquisition:
     def stop(self, metadata: Mapping[str, Any] | None = None) -> None:
         """End the acquisition normally; ``metadata`` is merged over the start metadata."""
         self.seq += 1
-        extra = {"metadata": dict(metadata)} if metadata else None
+        extra: dict[str, Any] = {"frame_count": self.next_index}
+        if metadata:
+            extra["metadata"] = dict(metadata)
         self.publisher.send(
             [
                 self.publisher.topic,

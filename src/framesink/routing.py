@@ -72,7 +72,15 @@ class Finish:
     error: str | None = None
 
 
-Action = Open | Write | Skip | Drop | Finish
+@dataclass(frozen=True)
+class SeqGap:
+    """``missed`` messages of the acquisition never arrived (seen from ``seq``)."""
+
+    acquisition: str
+    missed: int
+
+
+Action = Open | Write | Skip | Drop | Finish | SeqGap
 
 
 @dataclass
@@ -113,16 +121,17 @@ class Router:
                 "or its start was lost)",
                 header.acquisition,
             )
-        self._check_seq(header.acquisition, acquisition, header.seq)
+        missed = self._check_seq(header.acquisition, acquisition, header.seq)
         acquisition.last_activity = now
+        actions: list[Action] = [SeqGap(header.acquisition, missed)] if missed else []
         if isinstance(header, FramesHeader):
             assert message.payload is not None
-            return self._frames(header, acquisition, message.payload)
+            return actions + self._frames(header, acquisition, message.payload)
         if isinstance(header, StopHeader):
-            return self._finish(header.acquisition, FinishReason.STOP, header.metadata)
+            return actions + self._stop(header, acquisition)
         assert isinstance(header, AbortHeader)
         metadata = None if header.reason is None else {"abort_reason": header.reason}
-        return self._finish(header.acquisition, FinishReason.ABORT, metadata)
+        return actions + self._finish(header.acquisition, FinishReason.ABORT, metadata)
 
     def expire(self, now: float) -> list[Action]:
         """Finish every acquisition idle for ``idle_timeout`` seconds."""
@@ -170,7 +179,8 @@ class Router:
         self.finished.pop(header.acquisition, None)
         return [Open(header.acquisition, header, layout)]
 
-    def _check_seq(self, name: str, acquisition: _Acquisition, seq: int) -> None:
+    def _check_seq(self, name: str, acquisition: _Acquisition, seq: int) -> int:
+        """Validate ``seq``; return how many messages were skipped before it."""
         if seq <= acquisition.last_seq:
             raise WireError(
                 "seq_backwards",
@@ -178,8 +188,10 @@ class Router:
                 "(replayed or reordered)",
                 name,
             )
-        acquisition.seq_gaps += seq - acquisition.last_seq - 1
+        missed = seq - acquisition.last_seq - 1
+        acquisition.seq_gaps += missed
         acquisition.last_seq = seq
+        return missed
 
     def _frames(
         self, header: FramesHeader, acquisition: _Acquisition, payload: memoryview
@@ -228,6 +240,18 @@ class Router:
         if capacity is not None and acquisition.next_index >= capacity:
             actions.extend(self._finish(name, FinishReason.STOP))
         return actions
+
+    def _stop(self, header: StopHeader, acquisition: _Acquisition) -> list[Action]:
+        """Stop; frames the publisher says it sent but that never came become missing."""
+        actions: list[Action] = []
+        sent = header.frame_count
+        capacity = acquisition.layout.capacity
+        if sent is not None:
+            end = sent if capacity is None else min(sent, capacity)
+            tail = end - acquisition.next_index
+            if tail > 0 and tail * acquisition.layout.frame_bytes <= self.max_gap_bytes:
+                actions.append(Skip(header.acquisition, acquisition.next_index, tail))
+        return actions + self._finish(header.acquisition, FinishReason.STOP, header.metadata)
 
     def _finish(
         self, name: str, reason: FinishReason, metadata: dict[str, Any] | None = None

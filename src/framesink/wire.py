@@ -136,6 +136,7 @@ class FramesHeader(_Header):
 class StopHeader(_Header):
     type: Literal["stop"]
     metadata: JsonMap | None = None
+    frame_count: Annotated[int, Field(ge=0, le=1 << 53)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StopHeader:

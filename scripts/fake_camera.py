@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""A synthetic camera: publishes a moving test pattern to a framesink daemon.
+
+Example (daemon on the default SUB endpoint):
+    python scripts/fake_camera.py --count 500 --rate 50 --shape 1024 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from framesink.camera import SyntheticCamera, publish_synthetic
+from framesink.publisher import Publisher, PublishError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="daemon ingest endpoint")
+    parser.add_argument(
+        "--kind",
+        choices=["pub", "push"],
+        default="pub",
+        help="socket kind (match the daemon's --socket)",
+    )
+    parser.add_argument(
+        "--bind", action="store_true", help="bind instead of connect (daemon uses --connect)"
+    )
+    parser.add_argument("--topic", default="camera", help="message topic")
+    parser.add_argument("--shape", type=int, nargs="+", default=[512, 512], help="Y X [S]")
+    parser.add_argument("--dtype", default="uint16")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="frames per second (0: as fast as possible)"
+    )
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--chunk", type=int, default=1, help="frames per message")
+    parser.add_argument("--acquisition", default=f"synthetic-{int(time.time())}")
+    parser.add_argument("--output-path", default="synthetic")
+    parser.add_argument("--output-name", default="camera")
+    arguments = parser.parse_args(argv)
+    camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
+    try:
+        with Publisher(
+            arguments.endpoint, kind=arguments.kind, bind=arguments.bind, topic=arguments.topic
+        ) as publisher:
+            publish_synthetic(
+                publisher,
+                camera,
+                acquisition=arguments.acquisition,
+                count=arguments.count,
+                output_path=arguments.output_path,
+                output_name=arguments.output_name,
+                chunk=arguments.chunk,
+            )
+    except PublishError as exc:
+        print(f"fake_camera: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"published {arguments.count} frames as acquisition {arguments.acquisition}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
