@@ -19,6 +19,7 @@ COUNTER_NAMES = (
     "late_messages",
     "duplicate_starts",
     "seq_gaps",
+    "peer_disconnects",
     "frames_received",
     "frames_written",
     "frames_dropped",

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from ._version import __version__
 from .budget import ByteBudget
@@ -77,6 +78,7 @@ class Daemon:
         self._stop_requested = threading.Event()
         self._context: zmq.Context[Any] = zmq.Context()
         self._ingest: zmq.Socket[Any] | None = None
+        self._monitor: zmq.Socket[Any] | None = None
         self._control: ControlServer | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_write, False)
@@ -132,6 +134,7 @@ class Daemon:
         self._control = ControlServer(self._context, settings.control, self.status)
         self.control_endpoint = self._control.endpoint
         self._ingest = self._open_ingest()
+        self._monitor = self._ingest.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._control.start()
         self._check_disk()
 
@@ -170,6 +173,9 @@ class Daemon:
         try:
             if self._ingest is not None:
                 self._drain_socket()
+                if self._monitor is not None:
+                    self._ingest.disable_monitor()
+                    self._monitor.close(linger=0)
                 self._ingest.close(linger=0)
             with self._lock:
                 for action in self.router.finish_all(FinishReason.SHUTDOWN):
@@ -203,6 +209,8 @@ class Daemon:
         poller = zmq.Poller()
         poller.register(self._ingest, zmq.POLLIN)
         poller.register(self._wakeup_read, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         while not self._stop_requested.is_set():
             timeout = self._poll_timeout(next_housekeeping)
@@ -211,6 +219,8 @@ class Daemon:
                 self._clear_wakeup()
             if self._ingest in events:
                 self._receive_batch()
+            if self._monitor is not None and self._monitor in events:
+                self._peer_events()
             now = time.monotonic()
             with self._lock:
                 for action in self.router.expire(now):
@@ -241,6 +251,23 @@ class Daemon:
             received += 1
             self._handle([part.buffer for part in parts])
         return received
+
+    def _peer_events(self) -> None:
+        """Log publisher disconnects: ZeroMQ also drops a peer that sent an oversize message."""
+        assert self._monitor is not None
+        while self._monitor.poll(0):
+            event = recv_monitor_message(self._monitor)
+            if event["event"] != zmq.EVENT_DISCONNECTED:
+                continue
+            with self._lock:
+                self.counters.add("peer_disconnects")
+            log.warning(
+                "publisher %s disconnected; if it did not close its socket, it may have sent a "
+                "message larger than max_message_bytes (%d), which ZeroMQ drops together with "
+                "the connection",
+                event["endpoint"].decode(errors="replace"),
+                int(self.settings.max_message_bytes),
+            )
 
     def _handle(self, parts: list[memoryview]) -> None:
         with self._lock:

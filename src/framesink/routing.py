@@ -122,6 +122,11 @@ class Router:
                 header.acquisition,
             )
         missed = self._check_seq(header.acquisition, acquisition, header.seq)
+        if isinstance(header, FramesHeader):
+            assert message.payload is not None
+            self._check_frames(header, acquisition, message.payload)
+        acquisition.last_seq = header.seq
+        acquisition.seq_gaps += missed
         acquisition.last_activity = now
         actions: list[Action] = [SeqGap(header.acquisition, missed)] if missed else []
         if isinstance(header, FramesHeader):
@@ -180,7 +185,7 @@ class Router:
         return [Open(header.acquisition, header, layout)]
 
     def _check_seq(self, name: str, acquisition: _Acquisition, seq: int) -> int:
-        """Validate ``seq``; return how many messages were skipped before it."""
+        """Validate ``seq`` (not yet recorded); return how many messages it skips."""
         if seq <= acquisition.last_seq:
             raise WireError(
                 "seq_backwards",
@@ -188,14 +193,12 @@ class Router:
                 "(replayed or reordered)",
                 name,
             )
-        missed = seq - acquisition.last_seq - 1
-        acquisition.seq_gaps += missed
-        acquisition.last_seq = seq
-        return missed
+        return seq - acquisition.last_seq - 1
 
-    def _frames(
+    def _check_frames(
         self, header: FramesHeader, acquisition: _Acquisition, payload: memoryview
-    ) -> list[Action]:
+    ) -> None:
+        """Reject a frames message before it changes any state."""
         layout = acquisition.layout
         name = header.acquisition
         expected = header.count * layout.frame_bytes
@@ -206,9 +209,7 @@ class Router:
                 f"{list(layout.frame_shape)} {layout.dtype.name} need {expected}",
                 name,
             )
-        first, end = header.index, header.index + header.count
-        capacity = layout.capacity
-        writable_end = end if capacity is None else min(end, capacity)
+        first, capacity = header.index, layout.capacity
         gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
         if gap * layout.frame_bytes > self.max_gap_bytes:
             raise WireError(
@@ -217,6 +218,17 @@ class Router:
                 f"{acquisition.next_index - 1} (limit {self.max_gap_bytes} bytes)",
                 name,
             )
+
+    def _frames(
+        self, header: FramesHeader, acquisition: _Acquisition, payload: memoryview
+    ) -> list[Action]:
+        """Write, gap-fill and drop actions for a checked frames message."""
+        layout = acquisition.layout
+        name = header.acquisition
+        first, end = header.index, header.index + header.count
+        capacity = layout.capacity
+        writable_end = end if capacity is None else min(end, capacity)
+        gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
         actions: list[Action] = []
         if gap > 0:
             actions.append(Skip(name, acquisition.next_index, gap))

@@ -158,12 +158,16 @@ class Session:
             elif isinstance(item, _WriteItem):
                 self.frames_lost += len(item.frames)
         except Exception as exc:
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception(
-                "acquisition %s: write failed; it is finalized as failed", self.acquisition
+            self.error = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            log.error(
+                "acquisition %s: write failed, finalizing it as failed: %s",
+                self.acquisition,
+                self.error,
+                exc_info=not isinstance(exc, OSError),
             )
             if isinstance(item, _WriteItem):
                 self.frames_lost += len(item.frames)
+            self._finalize(FinishReason.ERROR, None, self.error)
         finally:
             if isinstance(item, _WriteItem):
                 self._queued_bytes -= item.nbytes

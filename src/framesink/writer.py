@@ -7,6 +7,7 @@ file left behind by a crash recoverable (see :mod:`framesink.recovery`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -42,6 +43,26 @@ PLACEHOLDER_DESCRIPTION = (
     "run `framesink recover` on its folder"
 )
 FrameMetadata = Mapping[str, Any] | None
+
+
+_ERRNO_HINTS = {
+    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.EFBIG: "file too large (file size limit reached)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.EIO: "input/output error (failing disk?)",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """A message an operator can act on, for a failed file operation."""
+    if exc.errno in _ERRNO_HINTS:
+        return f"{_ERRNO_HINTS[exc.errno]}: {exc}"
+    if exc.errno is None and "written" in str(exc):
+        return f"short write, the disk is probably full or a size limit was reached: {exc}"
+    return str(exc)
 
 
 class WriteError(RuntimeError):
@@ -129,11 +150,10 @@ class StreamWriter:
         self.frames_written = 0
         self.frames_dropped = 0
         self.missing_ranges: list[list[int]] = []
-        self._failure: BaseException | None = None
+        self._failure: OSError | None = None
         self._record: AcquisitionRecord | None = None
         self._sidecar: TextIO | None = None
         self._last_sync = time.monotonic()
-        self._zero_frame = np.zeros(self.layout.frame_shape, self.layout.dtype)
         self._prepare_folder(overwrite)
         self._journal = Journal(self.folder / self.files["journal"], self._journal_header())
         self._tiff = tifffile.TiffWriter(self.partial_path, bigtiff=True)
@@ -254,7 +274,11 @@ class StreamWriter:
             operation(*args)
         except OSError as exc:
             self._failure = exc
-            raise
+            raise OSError(
+                exc.errno,
+                f"writing {self.files['partial']} failed after {self.frames_in_file} frames: "
+                f"{describe_os_error(exc)}",
+            ) from exc
 
     def _append(
         self, chunk: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None
@@ -272,12 +296,15 @@ class StreamWriter:
         self.missing_ranges.append([first, first + count - 1])
         self._journal.append({"missing": [first, first + count - 1]})
         for _ in range(count):
-            self._write_frame(self._zero_frame)
+            self._write_frame(None)
         self._after_write()
 
-    def _write_frame(self, frame: np.ndarray[Any, Any]) -> None:
+    def _write_frame(self, frame: np.ndarray[Any, Any] | None) -> None:
+        """Append one page; ``None`` appends a zero frame as a sparse hole."""
         self._tiff.write(
             frame,
+            shape=self.layout.frame_shape,
+            dtype=self.layout.dtype,
             contiguous=True,
             metadata=None,
             description=PLACEHOLDER_DESCRIPTION,
@@ -327,8 +354,8 @@ class StreamWriter:
             self.metadata.update({k: v for k, v in metadata.items() if k != RESERVED_METADATA_KEY})
             self._journal.append({"stop_metadata": dict(metadata)})
         errors = [error] if error else []
-        if self._failure is not None:
-            errors.append(f"write failed: {self._failure}")
+        if self._failure is not None and not error:
+            errors.append(f"write failed: {describe_os_error(self._failure)}")
         tiff_name = self._finish_tiff(errors)
         if errors:
             reason = FinishReason.ERROR
@@ -339,23 +366,44 @@ class StreamWriter:
         return self._record
 
     def _finish_tiff(self, errors: list[str]) -> str:
-        """Close and rename the TIFF; return the name it ends up under."""
+        """Close, describe and rename the TIFF; return the name it ends up under.
+
+        Each step degrades gracefully: a file that cannot be closed stays under its
+        temporary name for ``framesink recover``; one whose OME-XML cannot be embedded
+        is still a readable TIFF.
+        """
         try:
-            if self._failure is None:
-                self._pad_to_whole_step()
-            else:
-                self._discard_torn_frame()
-            self._tiff.close()
-            self._close_sidecar()
+            self._close_tiff()
+        except (OSError, ValueError) as exc:
+            errors.append(
+                f"could not close {self.files['partial']}: {exc}; "
+                "`framesink recover` rebuilds it from the journal once the cause is fixed"
+            )
+            self._close_quietly()
+            return self.files["partial"]
+        try:
             self._embed_ome_xml()
+        except (OSError, ValueError) as exc:
+            errors.append(f"could not embed the OME-XML: {exc}; the pixels are intact")
+        try:
             self._sync_file(self.partial_path)
             os.replace(self.partial_path, self.tiff_path)
             fsync_directory(self.folder)
-        except (OSError, ValueError) as exc:
-            errors.append(f"could not finish {self.files['tiff']}: {exc}")
-            self._close_quietly()
+        except OSError as exc:
+            errors.append(f"could not rename {self.files['partial']}: {exc}")
             return self.files["partial"]
         return self.files["tiff"]
+
+    def _close_tiff(self) -> None:
+        if self._failure is None:
+            try:
+                self._pad_to_whole_step()
+            except OSError as exc:
+                self._failure = exc
+        if self._failure is not None:
+            self._discard_torn_frame()
+        self._tiff.close()
+        self._close_sidecar()
 
     def _pad_to_whole_step(self) -> None:
         padding = self.layout.padded_count(self.frames_in_file) - self.frames_in_file
@@ -433,8 +481,8 @@ class StreamWriter:
             shape=list(self.layout.file_shape(self.frames_in_file)),
             declared_shape=list(self.layout.leading_shape),
             frames_written=self.frames_written,
-            frames_missing=self.frames_missing,
-            missing_ranges=[list(r) for r in self.missing_ranges],
+            frames_missing=sum(last - first + 1 for first, last in self._missing_in_file()),
+            missing_ranges=self._missing_in_file(),
             frames_dropped=self.frames_dropped,
             bytes_written=self.bytes_written,
             started=self.started,
@@ -444,6 +492,11 @@ class StreamWriter:
             error=error,
             version=__version__,
         )
+
+    def _missing_in_file(self) -> list[list[int]]:
+        """Missing ranges clipped to the frames the file holds (a fill may have failed)."""
+        end = self.frames_in_file - 1
+        return [[first, min(last, end)] for first, last in self.missing_ranges if first <= end]
 
     def _write_metadata(self, errors: list[str]) -> bool:
         assert self._record is not None
