@@ -40,13 +40,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--acquisition", default=f"synthetic-{int(time.time())}")
     parser.add_argument("--output-path", default="synthetic")
     parser.add_argument("--output-name", default="camera")
+    parser.add_argument(
+        "--control",
+        default="tcp://127.0.0.1:5556",
+        help="daemon control endpoint, to wait until the files are final ('' to not wait)",
+    )
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the daemon")
     arguments = parser.parse_args(argv)
     camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
     try:
         with Publisher(
-            arguments.endpoint, kind=arguments.kind, bind=arguments.bind, topic=arguments.topic
+            arguments.endpoint,
+            kind=arguments.kind,
+            bind=arguments.bind,
+            topic=arguments.topic,
+            control=arguments.control or None,
         ) as publisher:
-            publish_synthetic(
+            entry = publish_synthetic(
                 publisher,
                 camera,
                 acquisition=arguments.acquisition,
@@ -54,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 output_path=arguments.output_path,
                 output_name=arguments.output_name,
                 chunk=arguments.chunk,
+                wait=arguments.wait if arguments.control else None,
             )
     except PublishError as exc:
         print(f"fake_camera: {exc}", file=sys.stderr)
@@ -62,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         f"published {arguments.count} frames as acquisition {arguments.acquisition}",
         file=sys.stderr,
     )
+    if entry is not None:
+        print(
+            f"daemon wrote {entry['frames_written']} frames to {entry['path']} ({entry['reason']})"
+        )
     return 0
 
 

@@ -165,7 +165,7 @@ def test_bad_messages_never_disturb_a_valid_acquisition(
     attacker.setsockopt(zmq.LINGER, 5000)
     attacker.connect(daemon.ingest[0])
     try:
-        with Publisher(daemon.ingest, kind="push") as publisher:
+        with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
             valid = publisher.start(
                 "valid",
                 {"axes": "TYX", "notes": "the one that matters"},
@@ -186,7 +186,7 @@ def test_bad_messages_never_disturb_a_valid_acquisition(
             daemon.wait_for(lambda s: s["counters"]["messages"] >= 1 + 5 + len(messages))
             valid.seq += 100
             valid.send(frames[20:], chunk=4)
-            valid.stop()
+            valid.stop(wait=30)
         entry = daemon.wait_finished("valid")
     finally:
         attacker.close()

@@ -153,6 +153,8 @@ def test_fake_camera_script_publishes_to_a_daemon(
             "uint8",
             "--acquisition",
             "cam",
+            "--control",
+            daemon.control,
             "--chunk",
             "5",
         ],
@@ -163,6 +165,7 @@ def test_fake_camera_script_publishes_to_a_daemon(
     )
     assert result.returncode == 0, result.stderr
     assert "12/12" in result.stderr
+    assert "daemon wrote 12 frames" in result.stdout
     entry = daemon.wait_finished("cam")
     assert (entry["frames_written"], entry["complete"]) == (12, True)
     _, pixels, _ = read_tiff(daemon.data_root / "synthetic/camera.ome.tiff")

@@ -36,7 +36,7 @@ def test_two_interleaved_acquisitions_with_different_dtypes_and_axes(
     daemon = start_daemon()
     a_frames = pattern(6, (16, 12), "uint16")
     b_frames = pattern(2 * 2 * 3, (8, 10), "float32")
-    with Publisher(daemon.ingest, kind="pub") as publisher:
+    with Publisher(daemon.ingest, control=daemon.control, kind="pub") as publisher:
         a = publisher.start(
             "run-a",
             MetaData(axes="TYX", notes="first", lens="10x"),
@@ -57,8 +57,8 @@ def test_two_interleaved_acquisitions_with_different_dtypes_and_axes(
         for step in range(6):
             a.send(a_frames[step], [{"delta_t": step * 0.5, "exposure_time": 0.02, "temp": 21.5}])
             b.send(b_frames[2 * step : 2 * step + 2])
-        a.stop({"notes": "final notes", "operator": "ada"})
-        b.stop()
+        a.stop({"notes": "final notes", "operator": "ada"}, wait=30)
+        b.stop(wait=30)
     a_entry = daemon.wait_finished("run-a")
     b_entry = daemon.wait_finished("run-b")
     assert (a_entry["state"], a_entry["complete"], a_entry["frames_written"]) == (
@@ -160,7 +160,7 @@ def test_daemon_connects_to_a_binding_publisher(start_daemon: StartDaemon, tmp_p
             shape=[4],
         )
         acquisition.send(pattern(4, (5, 5), "int16"), chunk=3)
-    entry = daemon.wait_finished("conn")
+        entry = daemon.wait_finished("conn")
     assert (entry["complete"], entry["reason"], entry["frames_written"]) == (True, "stop", 4)
     _, pixels, _ = read_tiff(daemon.data_root / "c/z.ome.tiff")
     np.testing.assert_array_equal(pixels, pattern(4, (5, 5), "int16"))
@@ -169,7 +169,7 @@ def test_daemon_connects_to_a_binding_publisher(start_daemon: StartDaemon, tmp_p
 def test_sigterm_finalizes_open_acquisition_and_exits_zero(start_daemon: StartDaemon) -> None:
     daemon = start_daemon("--socket", "pull")
     frames = pattern(7, (32, 32), "uint16")
-    with Publisher(daemon.ingest, kind="push") as publisher:
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
         acquisition = publisher.start(
             "open-one",
             {"axes": "TYX"},
@@ -212,7 +212,7 @@ def test_ready_notification_on_notify_socket(start_daemon: StartDaemon, tmp_path
 
 def test_status_command_human_and_json(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
-    with Publisher(daemon.ingest) as publisher:
+    with Publisher(daemon.ingest, control=daemon.control) as publisher:
         acquisition = publisher.start(
             "shown",
             {"axes": "TYX"},
@@ -261,7 +261,7 @@ def test_status_command_human_and_json(start_daemon: StartDaemon) -> None:
         ):
             assert key in status["counters"]
         assert status["uptime_s"] > 0
-        acquisition.stop()
+        acquisition.stop(wait=30)
     daemon.wait_finished("shown")
 
 
@@ -299,7 +299,7 @@ def test_control_endpoint_answers_garbage_and_keeps_working(start_daemon: StartD
 @pytest.mark.parametrize("reason", ["abort", "timeout"])
 def test_abort_and_idle_timeout_end_incomplete(start_daemon: StartDaemon, reason: str) -> None:
     daemon = start_daemon("--idle-timeout", "0.5")
-    with Publisher(daemon.ingest) as publisher:
+    with Publisher(daemon.ingest, control=daemon.control) as publisher:
         acquisition = publisher.start(
             "ending",
             {"axes": "TYX"},
@@ -310,7 +310,7 @@ def test_abort_and_idle_timeout_end_incomplete(start_daemon: StartDaemon, reason
         )
         acquisition.send(pattern(2, (4, 4), "uint8"))
         if reason == "abort":
-            acquisition.abort("operator pressed stop")
+            acquisition.abort("operator pressed stop", wait=30)
         entry = daemon.wait_finished("ending")
     assert (entry["reason"], entry["complete"], entry["frames_written"]) == (reason, False, 2)
     document = read_metadata(daemon.data_root / "e")
@@ -324,7 +324,9 @@ def test_sub_overload_records_what_could_not_be_kept(start_daemon: StartDaemon) 
     daemon = start_daemon("--queue-bytes", "64KiB", "--fsync-interval", "0.001")
     total = 600
     frames = pattern(total, (128, 128), "uint16")
-    with Publisher(daemon.ingest, kind="pub", high_water_mark=100_000) as publisher:
+    with Publisher(
+        daemon.ingest, control=daemon.control, kind="pub", high_water_mark=100_000
+    ) as publisher:
         acquisition = publisher.start(
             "flood",
             {"axes": "TYX"},
@@ -334,7 +336,7 @@ def test_sub_overload_records_what_could_not_be_kept(start_daemon: StartDaemon) 
             frame_shape=(128, 128),
         )
         acquisition.send(frames, chunk=1)
-        acquisition.stop()
+        acquisition.stop(wait=60)
     entry = daemon.wait_finished("flood", timeout=60)
     record = read_metadata(daemon.data_root / "flood")["framesink"]
     assert record["frames_written"] + record["frames_missing"] == total
@@ -350,3 +352,25 @@ def test_sub_overload_records_what_could_not_be_kept(start_daemon: StartDaemon) 
     counters = daemon.status()["counters"]
     assert counters["frames_lost_overload"] > 0
     assert counters["frames_lost_overload"] <= record["frames_missing"]
+
+
+def test_stop_wait_confirms_delivery_when_the_daemon_is_behind(start_daemon: StartDaemon) -> None:
+    """ZeroMQ can drop queued messages when a socket closes; stop(wait=) closes only after the ack."""
+    daemon = start_daemon(
+        "--socket", "pull", "--queue-bytes", "4KiB", env={"FRAMESINK_RECEIVE_HWM": "1"}
+    )
+    frames = pattern(300, (8, 8), "uint8")
+    with Publisher(daemon.ingest, kind="push", control=daemon.control) as publisher:
+        acquisition = publisher.start(
+            "behind",
+            {"axes": "TYX"},
+            output_path="b",
+            output_name="b",
+            dtype="uint8",
+            frame_shape=(8, 8),
+        )
+        acquisition.send(frames, [{"delta_t": i * 0.01} for i in range(300)], chunk=1)
+        entry = acquisition.stop(wait=60)
+    assert entry is not None
+    assert (entry["state"], entry["complete"], entry["frames_written"]) == ("finished", True, 300)
+    np.testing.assert_array_equal(read_tiff(daemon.data_root / "b/b.ome.tiff")[1], frames)

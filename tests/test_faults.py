@@ -69,7 +69,7 @@ def test_disk_full_fails_one_acquisition_while_another_completes(tmp_path: Path)
     try:
         big = pattern(60, (256, 256), "uint16")
         small = pattern(10, (16, 16), "uint16")
-        with Publisher(daemon.ingest, kind="push") as publisher:
+        with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
             filling = publisher.start(
                 "filling",
                 {"axes": "TYX"},
@@ -90,8 +90,8 @@ def test_disk_full_fails_one_acquisition_while_another_completes(tmp_path: Path)
                 filling.send(big[index])
                 if index < 10:
                     other.send(small[index])
-            other.stop()
-            filling.stop()
+            other.stop(wait=30)
+            filling.stop(wait=30)
         failed = daemon.wait_finished("filling")
         fine = daemon.wait_finished("other")
         assert (fine["state"], fine["complete"], fine["frames_written"]) == ("finished", True, 10)
@@ -123,7 +123,7 @@ def test_sigkill_then_restart_recovers_every_frame(
     root = tmp_path / "root"
     daemon = start_daemon("--socket", "pull", data_root=root)
     frames = pattern(50, (64, 48), "uint16")
-    with Publisher(daemon.ingest, kind="push") as publisher:
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
         acquisition = publisher.start(
             "crash",
             {"axes": "TZYX", "notes": "kept"},
@@ -141,6 +141,7 @@ def test_sigkill_then_restart_recovers_every_frame(
     assert (root / "crash/c.ome.tiff.partial").exists()
 
     restarted = start_daemon(data_root=root)
+    restarted.wait_for(lambda s: not s["recovering"])
     assert "recovered interrupted acquisition crash" in restarted.log()
     record = read_metadata(root / "crash")
     assert record["notes"] == "kept"
@@ -159,7 +160,7 @@ def test_sigkill_then_restart_recovers_every_frame(
 
 
 def _run_one(daemon: DaemonProcess, name: str) -> dict[str, object]:
-    with Publisher(daemon.ingest) as publisher:
+    with Publisher(daemon.ingest, control=daemon.control) as publisher:
         acquisition = publisher.start(
             name,
             {"axes": "TYX"},
@@ -169,7 +170,7 @@ def _run_one(daemon: DaemonProcess, name: str) -> dict[str, object]:
             frame_shape=(4, 4),
         )
         acquisition.send(pattern(2, (4, 4), "uint8"))
-        acquisition.stop()
+        acquisition.stop(wait=30)
     return daemon.wait_finished(name)
 
 
@@ -192,7 +193,7 @@ def test_error_policy_rejects_a_taken_folder(start_daemon: StartDaemon) -> None:
     daemon = start_daemon("--on-exists", "error")
     _run_one(daemon, "one")
     before = (daemon.data_root / "same/metadata.json").read_text()
-    with Publisher(daemon.ingest) as publisher:
+    with Publisher(daemon.ingest, control=daemon.control) as publisher:
         acquisition = publisher.start(
             "two",
             {"axes": "TYX"},
@@ -215,7 +216,7 @@ def test_error_policy_rejects_a_taken_folder(start_daemon: StartDaemon) -> None:
 def test_gaps_are_zero_filled_and_recorded(start_daemon: StartDaemon) -> None:
     daemon = start_daemon("--socket", "pull")
     frames = pattern(20, (8, 8), "int32")
-    with Publisher(daemon.ingest, kind="push") as publisher:
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
         acquisition = publisher.start(
             "gappy",
             {"axes": "TYX"},
@@ -229,7 +230,7 @@ def test_gaps_are_zero_filled_and_recorded(start_daemon: StartDaemon) -> None:
         acquisition.send(frames[10:11], index=10)
         acquisition.send(frames[15:18], index=15)
         acquisition.next_index = 20
-        acquisition.stop()
+        acquisition.stop(wait=30)
     entry = daemon.wait_finished("gappy")
     record = read_metadata(daemon.data_root / "g")["framesink"]
     assert record["missing_ranges"] == [[5, 7], [12, 14], [18, 19]]
@@ -275,7 +276,7 @@ def test_low_disk_finalizes_open_acquisitions_and_refuses_new_ones(
     )
     frame = pattern(1, (512, 512), "uint16")[0]
     sent = 0
-    with Publisher(daemon.ingest, kind="push") as publisher:
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
         acquisition = publisher.start(
             "filling",
             {"axes": "TYX"},

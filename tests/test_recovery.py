@@ -122,3 +122,20 @@ def test_recover_rejects_a_missing_path(tmp_path: Path) -> None:
     with pytest.raises(RecoveryError, match="not a folder"):
         recover(tmp_path / "nope")
     assert not os.path.exists(tmp_path / "nope")
+
+
+def test_recovery_leaves_a_live_acquisition_alone(tmp_path: Path) -> None:
+    from framesink import StreamWriter
+
+    writer = StreamWriter(
+        tmp_path / "live", "live", {"axes": "TYX"}, dtype="uint8", frame_shape=(4, 4)
+    )
+    writer.write(pattern(3, (4, 4), "uint8"))
+    assert find_interrupted(tmp_path) == [tmp_path / "live"]
+    assert recover(tmp_path) == []
+    writer.write(pattern(2, (4, 4), "uint8", start=3))
+    record = writer.finalize()
+    assert (record.frames_written, record.complete) == (5, True)
+    np.testing.assert_array_equal(
+        read_tiff(tmp_path / "live/live.ome.tiff")[1], pattern(5, (4, 4), "uint8")
+    )

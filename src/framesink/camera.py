@@ -75,8 +75,13 @@ def publish_synthetic(
     output_name: str,
     chunk: int = 1,
     show_progress: bool = True,
-) -> None:
-    """Start, publish ``count`` frames and stop one synthetic acquisition."""
+    wait: float | None = None,
+) -> dict[str, Any] | None:
+    """Start, publish ``count`` frames and stop one synthetic acquisition.
+
+    With ``wait`` (and a publisher that knows the control endpoint) return the daemon's
+    status entry once the files are final.
+    """
     axes = "TYXS" if len(camera.frame_shape) == 3 else "TYX"
     handle = publisher.start(
         acquisition,
@@ -95,4 +100,4 @@ def publish_synthetic(
     camera.run(handle, count, chunk, progress)
     if progress is not None:
         progress.close()
-    handle.stop({"frames_sent": count})
+    return handle.stop({"frames_sent": count}, wait=wait)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -98,3 +99,23 @@ def request(endpoint: str, command: dict[str, Any], timeout: float = 5.0) -> dic
     if not isinstance(reply, dict):
         raise ControlError(f"unexpected reply from {endpoint}: {reply!r}")
     return reply
+
+
+def wait_for_acquisition(
+    endpoint: str, acquisition: str, timeout: float, interval: float = 0.05
+) -> dict[str, Any]:
+    """Wait until the daemon reports ``acquisition`` finished or failed; return its entry.
+
+    This is the end-to-end acknowledgement ZeroMQ does not give: once it returns, every
+    message of the acquisition reached the daemon and its files are final.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ControlError(f"acquisition {acquisition!r} did not finish within {timeout:g} s")
+        status = request(endpoint, {"cmd": "status"}, timeout=min(5.0, remaining))
+        for entry in status.get("acquisitions", []):
+            if entry.get("acquisition") == acquisition and entry.get("state") != "open":
+                return dict(entry)
+        time.sleep(interval)

@@ -79,6 +79,7 @@ class Daemon:
         self._context: zmq.Context[Any] = zmq.Context()
         self._ingest: zmq.Socket[Any] | None = None
         self._monitor: zmq.Socket[Any] | None = None
+        self._recovery: threading.Thread | None = None
         self._control: ControlServer | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_write, False)
@@ -92,6 +93,7 @@ class Daemon:
             self._start()
             self.state = RunState.RUNNING
             sd_notify("READY=1\nSTATUS=receiving")
+            self._start_recovery()
             log.info(
                 "framesink %s ready: ingest %s, control %s",
                 __version__,
@@ -129,14 +131,19 @@ class Daemon:
     def _start(self) -> None:
         settings = self.settings
         settings.data_root.mkdir(parents=True, exist_ok=True)
-        if settings.recover_on_start:
-            self._recover()
         self._control = ControlServer(self._context, settings.control, self.status)
         self.control_endpoint = self._control.endpoint
         self._ingest = self._open_ingest()
         self._monitor = self._ingest.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._control.start()
         self._check_disk()
+
+    def _start_recovery(self) -> None:
+        """Recover interrupted acquisitions beside normal work (live ones hold their lock)."""
+        if not self.settings.recover_on_start:
+            return
+        self._recovery = threading.Thread(target=self._recover, name="recovery", daemon=True)
+        self._recovery.start()
 
     def _recover(self) -> None:
         try:
@@ -261,7 +268,7 @@ class Daemon:
                 continue
             with self._lock:
                 self.counters.add("peer_disconnects")
-            log.warning(
+            log.info(
                 "publisher %s disconnected; if it did not close its socket, it may have sent a "
                 "message larger than max_message_bytes (%d), which ZeroMQ drops together with "
                 "the connection",
@@ -350,15 +357,28 @@ class Daemon:
             return
         if not self._take_budget(session, frames.nbytes):
             self.counters.add("frames_lost_overload", action.count)
-            log.warning(
-                "acquisition %s: queue full, frames %d-%d recorded as missing",
-                action.acquisition,
-                action.index,
-                action.index + action.count - 1,
-            )
             session.skip(action.count)
+            session.unreported_overload += action.count
+            self._report_overload(session)
             return
         session.write(frames, action.frame_metadata, frames.nbytes)
+
+    @staticmethod
+    def _report_overload(session: Session, force: bool = False) -> None:
+        """Warn about frames lost to a full queue, at most once a second per acquisition."""
+        now = time.monotonic()
+        if not session.unreported_overload or (
+            not force and now - session.overload_reported_at < 1
+        ):
+            return
+        log.warning(
+            "acquisition %s: queue full, %d more frames recorded as missing (SUB cannot wait; "
+            "use PULL, a larger queue_bytes or a faster disk)",
+            session.acquisition,
+            session.unreported_overload,
+        )
+        session.unreported_overload = 0
+        session.overload_reported_at = now
 
     def _retire_failed(self, session: Session) -> None:
         """A session whose writer failed: later messages for it count as late."""
@@ -387,6 +407,7 @@ class Daemon:
 
     def _reap(self) -> None:
         for name, session in list(self.sessions.items()):
+            self._report_overload(session, force=True)
             if session.failed:
                 self._retire_failed(session)
             if not session.done:
@@ -448,6 +469,7 @@ class Daemon:
                 ]
             return {
                 "state": self.state.value,
+                "recovering": self._recovery is not None and self._recovery.is_alive(),
                 "uptime_s": round(time.monotonic() - self._started, 3),
                 "data_root": str(self.settings.data_root),
                 "free_bytes": self.free_bytes,

@@ -16,7 +16,6 @@ from .publisher import Publisher
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 120.0
-STATUS_INTERVAL_S = 0.1
 
 
 def wait_until_ready(control: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -31,18 +30,6 @@ def wait_until_ready(control: str, process: subprocess.Popen[bytes], timeout: fl
         except ControlError:
             continue
     raise RuntimeError(f"the daemon did not answer on {control} within {timeout:g} s")
-
-
-def wait_until_finished(control: str, acquisition: str, timeout: float) -> dict[str, object]:
-    """Wait until the daemon reports ``acquisition`` finished; return its status entry."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = request(control, {"cmd": "status"}, timeout=5.0)
-        for entry in status.get("acquisitions", []):
-            if entry["acquisition"] == acquisition and entry["state"] != "open":
-                return dict(entry)
-        time.sleep(STATUS_INTERVAL_S)
-    raise RuntimeError(f"acquisition {acquisition} did not finish within {timeout:g} s")
 
 
 def run_demo(
@@ -76,7 +63,7 @@ def run_demo(
                     f"publishing {frames} frames of {list(shape)} {dtype}",
                     file=sys.stderr,
                 )
-                with Publisher(ingest, kind="push") as publisher:
+                with Publisher(ingest, kind="push", control=control) as publisher:
                     publish_synthetic(
                         publisher,
                         SyntheticCamera(shape, dtype, rate),
@@ -85,8 +72,8 @@ def run_demo(
                         output_path="demo",
                         output_name="synthetic",
                         chunk=4,
+                        wait=STOP_TIMEOUT_S,
                     )
-                wait_until_finished(control, "demo", STOP_TIMEOUT_S)
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 code = daemon.wait(STOP_TIMEOUT_S)

@@ -2,15 +2,17 @@
 
 Line one describes the acquisition (everything needed to rebuild the file); later
 lines record events the TIFF alone cannot tell: missing ranges, dropped frames and
-metadata merged at stop. A torn last line (power loss) is ignored when read back.
+metadata merged at stop. A torn last line (power loss) is ignored when read back. The
+writer holds an exclusive flock on it, so recovery never touches a live acquisition.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
@@ -48,12 +50,27 @@ class JournalState(BaseModel):
     error: str | None = None
 
 
+class JournalInUseError(RuntimeError):
+    """A live writer holds this journal: its acquisition is running, not interrupted."""
+
+
+def lock_journal(handle: IO[Any], path: Path) -> None:
+    """Take the journal's exclusive lock; the OS drops it when its holder dies."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalInUseError(
+            f"{path} belongs to an acquisition that is still being written"
+        ) from None
+
+
 class Journal:
     """Appends events to an acquisition's journal; each append reaches the OS at once."""
 
     def __init__(self, path: Path, header: JournalHeader) -> None:
         self.path = path
         self._handle: TextIO = path.open("x", encoding="utf-8")
+        lock_journal(self._handle, path)
         self.append(header.model_dump(mode="json"))
         self.sync()
 

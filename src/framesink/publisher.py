@@ -4,6 +4,10 @@ PUB mode uses an XPUB socket and waits until a subscriber's subscription has arr
 before the start message goes out, so the start is not lost to ZeroMQ's "slow joiner"
 behaviour. PUSH mode blocks (with a timeout) when the daemon's queue is full, which is
 the lossless choice when one daemon receives from the camera.
+
+ZeroMQ has no delivery acknowledgement, and closing a socket while the daemon is behind
+can drop the last queued messages. Give the daemon's control endpoint (``control=``)
+and end with ``stop(wait=...)``: it returns once the daemon has finalized the files.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Literal, Self
 import numpy as np
 import zmq
 
+from .control import ControlError, wait_for_acquisition
 from .models import MetaData
 from .wire import end_header, frames_header, pack_header, start_header
 
@@ -37,8 +42,10 @@ class Publisher:
         send_timeout: float = 30.0,
         high_water_mark: int = 1000,
         context: zmq.Context[Any] | None = None,
+        control: str | None = None,
     ) -> None:
         self.kind = kind
+        self.control = control
         self.topic = topic.encode() if isinstance(topic, str) else topic
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB if kind == "pub" else zmq.PUSH)
@@ -166,26 +173,34 @@ class PublishedAcquisition:
             self.publisher.send([self.publisher.topic, pack_header(header), part.data], copy=copy)
         self.next_index = max(self.next_index, first + len(stack))
 
-    def stop(self, metadata: Mapping[str, Any] | None = None) -> None:
-        """End the acquisition normally; ``metadata`` is merged over the start metadata."""
-        self.seq += 1
+    def stop(
+        self, metadata: Mapping[str, Any] | None = None, wait: float | None = None
+    ) -> dict[str, Any] | None:
+        """End the acquisition normally; ``metadata`` is merged over the start metadata.
+
+        With ``wait`` (seconds) and the publisher's ``control`` endpoint, return the
+        daemon's status entry once the files are final.
+        """
         extra: dict[str, Any] = {"frame_count": self.next_index}
         if metadata:
             extra["metadata"] = dict(metadata)
-        self.publisher.send(
-            [
-                self.publisher.topic,
-                pack_header(end_header("stop", self.acquisition, self.seq, extra)),
-            ]
-        )
+        return self._end("stop", extra, wait)
 
-    def abort(self, reason: str | None = None) -> None:
-        """End the acquisition as incomplete."""
+    def _end(
+        self, kind: Literal["stop", "abort"], extra: dict[str, Any] | None, wait: float | None
+    ) -> dict[str, Any] | None:
         self.seq += 1
-        extra = {"reason": reason} if reason else None
-        self.publisher.send(
-            [
-                self.publisher.topic,
-                pack_header(end_header("abort", self.acquisition, self.seq, extra)),
-            ]
-        )
+        header = end_header(kind, self.acquisition, self.seq, extra)
+        self.publisher.send([self.publisher.topic, pack_header(header)])
+        if wait is None:
+            return None
+        if self.publisher.control is None:
+            raise ValueError("wait needs the daemon's control endpoint: Publisher(control=...)")
+        try:
+            return wait_for_acquisition(self.publisher.control, self.acquisition, wait)
+        except ControlError as exc:
+            raise PublishError(str(exc)) from None
+
+    def abort(self, reason: str | None = None, wait: float | None = None) -> dict[str, Any] | None:
+        """End the acquisition as incomplete (``wait`` as for ``stop``)."""
+        return self._end("abort", {"reason": reason} if reason else None, wait)

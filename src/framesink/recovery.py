@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from .journal import JOURNAL_FILE, JournalState, read_journal
+from .journal import JOURNAL_FILE, JournalInUseError, JournalState, lock_journal, read_journal
 from .record import AcquisitionRecord, FinishReason
 from .writer import StreamWriter, WriteError
 
@@ -56,6 +56,8 @@ def recover(path: str | Path) -> list[AcquisitionRecord]:
     for folder in find_interrupted(path):
         try:
             records.append(recover_folder(folder))
+        except JournalInUseError as exc:
+            log.info("skipping %s: %s", folder, exc)
         except (RecoveryError, OSError, ValueError) as exc:
             log.error("could not recover %s: %s", folder, exc)
             failures.append(f"{folder}: {exc}")
@@ -65,8 +67,13 @@ def recover(path: str | Path) -> list[AcquisitionRecord]:
 
 
 def recover_folder(folder: Path) -> AcquisitionRecord:
-    """Rebuild the interrupted acquisition in ``folder``."""
-    state = read_journal(folder / JOURNAL_FILE)
+    """Rebuild the interrupted acquisition in ``folder`` (JournalInUseError if it is live)."""
+    with (folder / JOURNAL_FILE).open("rb") as held:
+        lock_journal(held, folder / JOURNAL_FILE)
+        return _rebuild(folder, read_journal(folder / JOURNAL_FILE))
+
+
+def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
     header = state.header
     partial = folder / header.partial
     frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize

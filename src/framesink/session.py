@@ -64,6 +64,8 @@ class Session:
         self.error: str | None = None
         self.record: AcquisitionRecord | None = None
         self.frames_lost = 0
+        self.unreported_overload = 0
+        self.overload_reported_at = 0.0
         self._budget = budget
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._queued_bytes = 0

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
-import time
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -34,6 +35,8 @@ from .record import (
     utc_now,
     write_json_atomically,
 )
+
+log = logging.getLogger(__name__)
 
 PARTIAL_SUFFIX = ".partial"
 TIFF_SUFFIX = ".ome.tiff"
@@ -153,10 +156,17 @@ class StreamWriter:
         self._failure: OSError | None = None
         self._record: AcquisitionRecord | None = None
         self._sidecar: TextIO | None = None
-        self._last_sync = time.monotonic()
         self._prepare_folder(overwrite)
         self._journal = Journal(self.folder / self.files["journal"], self._journal_header())
         self._tiff = tifffile.TiffWriter(self.partial_path, bigtiff=True)
+        self._sync_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._syncer: threading.Thread | None = None
+        if fsync_interval:
+            self._syncer = threading.Thread(
+                target=self._sync_periodically, name=f"fsync-{self.name}", daemon=True
+            )
+            self._syncer.start()
 
     # -- paths and state -------------------------------------------------------------
     @property
@@ -319,20 +329,35 @@ class StreamWriter:
         self._sidecar.write(line + "\n")
 
     def _after_write(self) -> None:
+        """Hand every written byte to the OS, so that a killed process loses nothing."""
         self._tiff.filehandle.flush()
         if self._sidecar is not None:
             self._sidecar.flush()
-        now = time.monotonic()
-        if self.fsync_interval is not None and now - self._last_sync >= self.fsync_interval:
-            self.sync()
-            self._last_sync = now
 
     def sync(self) -> None:
-        """Force everything written so far to stable storage."""
-        os.fsync(self._tiff.filehandle.fileno())
-        if self._sidecar is not None:
-            os.fsync(self._sidecar.fileno())
-        self._journal.sync()
+        """Force everything handed to the OS so far to stable storage."""
+        with self._sync_lock:
+            if self._closing.is_set():
+                return
+            os.fsync(self._tiff.filehandle.fileno())
+            if self._sidecar is not None:
+                os.fsync(self._sidecar.fileno())
+            self._journal.sync()
+
+    def _sync_periodically(self) -> None:
+        """fsync every ``fsync_interval`` seconds beside the writes, not between them."""
+        assert self.fsync_interval
+        while not self._closing.wait(self.fsync_interval):
+            try:
+                self.sync()
+            except (OSError, ValueError) as exc:
+                log.warning("acquisition %s: periodic fsync failed: %s", self.acquisition, exc)
+
+    def _stop_syncing(self) -> None:
+        with self._sync_lock:
+            self._closing.set()
+        if self._syncer is not None:
+            self._syncer.join()
 
     # -- finalizing --------------------------------------------------------------------
     def finalize(
@@ -349,6 +374,7 @@ class StreamWriter:
         """
         if self._record is not None:
             return self._record
+        self._stop_syncing()
         reason = FinishReason(reason)
         if metadata:
             self.metadata.update({k: v for k, v in metadata.items() if k != RESERVED_METADATA_KEY})

@@ -1,0 +1,414 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark: plain tifffile writes vs framesink end to end, in one run.
+
+For each frame size, on the same disk and the same frames:
+  baseline   in-process tifffile, one write(contiguous=True) per frame into a BigTIFF,
+             closed and fsynced (run before and after the framesink runs; their mean
+             is the reference)
+  tcp / ipc  a publisher process -> ZeroMQ PUSH/PULL -> `framesink serve` -> file
+             finalized and fsynced by the daemon
+and a SUB run where the publisher outpaces the disk, checking that the frames reported
+missing in metadata.json are exactly the frames not written.
+
+Two rates are shown: "ingest" until every frame was handed to the operating system,
+"total" until the file was final on disk. Compare ratios, not absolute figures: the
+disk here is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import psutil
+import tifffile
+
+from framesink.control import request
+from framesink.demo import wait_until_ready
+from framesink.progress import ProgressBar
+from framesink.publisher import Publisher
+
+POOL = 8
+STATUS_INTERVAL = 0.02
+MB = 1e6
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    shape: tuple[int, int]
+    count: int
+    chunk: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.shape[0] * self.shape[1] * 2
+
+
+@dataclass
+class Result:
+    case: str
+    mode: str
+    frames: int
+    ingest_s: float
+    total_s: float
+    ingest_mb_s: float
+    total_mb_s: float
+    total_frames_s: float
+    ratio: float | None = None
+    peak_rss_mb: float | None = None
+    frames_written: int | None = None
+    frames_missing: int | None = None
+    unaccounted: int | None = None
+    daemon_cpu_s: float | None = None
+
+
+def frame_pool(shape: tuple[int, int]) -> np.ndarray[Any, Any]:
+    return np.random.default_rng(0).integers(0, 4096, (POOL, *shape), dtype=np.uint16)
+
+
+def make_result(case: Case, mode: str, ingest_s: float, total_s: float, **extra: Any) -> Result:
+    size = case.count * case.frame_bytes
+    return Result(
+        case.name,
+        mode,
+        case.count,
+        round(ingest_s, 3),
+        round(total_s, 3),
+        round(size / ingest_s / MB, 1),
+        round(size / total_s / MB, 1),
+        round(case.count / total_s, 1),
+        **extra,
+    )
+
+
+def baseline(folder: Path, case: Case, mode: str) -> Result:
+    pool = frame_pool(case.shape)
+    path = folder / "baseline.tif"
+    start = time.perf_counter()
+    with tifffile.TiffWriter(path, bigtiff=True) as tiff:
+        for index in range(case.count):
+            tiff.write(pool[index % POOL], contiguous=True, metadata=None)
+        ingest = time.perf_counter() - start
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+    total = time.perf_counter() - start
+    path.unlink()
+    return make_result(case, mode, ingest, total)
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's resident memory every 20 ms; keeps the peak."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.cpu_s = 0.0
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.wait(0.02):
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+                times = self.process.cpu_times()
+                self.cpu_s = times.user + times.system
+            except psutil.Error:
+                return
+
+
+def run_framesink(
+    folder: Path,
+    *,
+    case: Case,
+    transport: str,
+    socket_kind: Literal["pull", "sub"],
+    daemon_args: list[str],
+    quiet: bool,
+) -> tuple[dict[str, Any], float, float, RssSampler]:
+    """One daemon, one publisher process, one acquisition: (record, ingest s, total s, peak RSS)."""
+    root = folder / "daemon"
+    with tempfile.TemporaryDirectory(prefix="framesink-bench-") as sockets:
+        control = f"ipc://{sockets}/control"
+        bind = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{sockets}/ingest"
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "framesink",
+                "serve",
+                "--data-root",
+                str(root),
+                "--bind",
+                bind,
+                "--socket",
+                socket_kind,
+                "--control",
+                control,
+                "--log-level",
+                "WARNING",
+                *daemon_args,
+            ]
+        )
+        try:
+            wait_until_ready(control, daemon, 30)
+            endpoint = request(control, {"cmd": "status"})["ingest"][0]
+            sampler = RssSampler(daemon.pid)
+            sampler.start()
+            job = {
+                "endpoint": endpoint,
+                "kind": "push" if socket_kind == "pull" else "pub",
+                "control": control,
+                "shape": case.shape,
+                "count": case.count,
+                "chunk": case.chunk,
+            }
+            with subprocess.Popen(
+                [sys.executable, __file__, "--publish", json.dumps(job)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            ) as publisher:
+                assert publisher.stdin is not None
+                assert publisher.stdout is not None
+                if publisher.stdout.readline().strip() != "ready":
+                    raise RuntimeError("the publisher did not start")
+                start = time.perf_counter()
+                publisher.stdin.write("go\n")
+                publisher.stdin.flush()
+                ingest, total = follow(control, case, start, quiet)
+                publisher.wait(120)
+            sampler.stopping.set()
+            sampler.join()
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(300)
+    record: dict[str, Any] = json.loads((root / "bench" / "metadata.json").read_text())["framesink"]
+    record["pages"] = count_pages(root / "bench" / record["files"]["tiff"])
+    shutil.rmtree(root)
+    return record, ingest, total, sampler
+
+
+def follow(control: str, case: Case, start: float, quiet: bool) -> tuple[float, float]:
+    """Poll the daemon: (seconds until every frame was handled, seconds until final)."""
+    progress = None if quiet else ProgressBar(case.count, f"{case.name} ")
+    handled, ingest = 0, None
+    while True:
+        entries = [
+            a
+            for a in request(control, {"cmd": "status"})["acquisitions"]
+            if a["acquisition"] == "bench"
+        ]
+        now = time.perf_counter() - start
+        if entries:
+            done = entries[0]["frames_written"] + entries[0]["frames_missing"]
+            if progress is not None and done > handled:
+                progress.update(done - handled)
+            handled = max(handled, done)
+            if ingest is None and handled >= case.count:
+                ingest = now
+            if entries[0]["state"] != "open":
+                if entries[0]["state"] != "finished":
+                    raise RuntimeError(f"acquisition failed: {entries[0]['error']}")
+                if progress is not None:
+                    progress.close()
+                return ingest or now, now
+        time.sleep(STATUS_INTERVAL)
+
+
+def count_pages(path: Path) -> int:
+    with tifffile.TiffFile(path) as tiff:
+        return len(tiff.pages)
+
+
+def publish(job: dict[str, Any]) -> None:
+    """The publisher process: connect, say ready, wait for go, send all, stop, wait for the ack."""
+    height, width = job["shape"]
+    pool = frame_pool((height, width))
+    chunk = job["chunk"]
+    stack = np.concatenate([pool] * (chunk // POOL + 1))[:chunk]
+    hwm = 1000 if job["kind"] == "push" else 100_000
+    with Publisher(
+        job["endpoint"], kind=job["kind"], high_water_mark=hwm, control=job["control"]
+    ) as publisher:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        acquisition = publisher.start(
+            "bench",
+            {"axes": "TYX"},
+            output_path="bench",
+            output_name="bench",
+            dtype="uint16",
+            frame_shape=(height, width),
+        )
+        for first in range(0, job["count"], chunk):
+            size = min(chunk, job["count"] - first)
+            acquisition.send(stack[:size] if chunk > 1 else pool[first % POOL])
+        if job["kind"] == "pub":
+            time.sleep(
+                0.5
+            )  # let PUB's queue drain so that the stop is not dropped at the high-water mark
+        acquisition.stop(wait=600)
+
+
+def framesink_result(
+    case: Case, mode: str, run: tuple[dict[str, Any], float, float, RssSampler], reference: float
+) -> Result:
+    record, ingest, total, sampler = run
+    result = make_result(
+        case,
+        mode,
+        ingest,
+        total,
+        peak_rss_mb=round(sampler.peak / 2**20, 1),
+        daemon_cpu_s=round(sampler.cpu_s, 2),
+        frames_written=record["frames_written"],
+        frames_missing=record["frames_missing"],
+        unaccounted=record["pages"] - record["frames_written"] - record["frames_missing"],
+    )
+    result.ratio = round(result.total_mb_s / reference, 3) if reference else None
+    return result
+
+
+def benchmark_case(folder: Path, case: Case, transports: list[str], quiet: bool) -> list[Result]:
+    """Baselines interleaved with the framesink runs; each run is compared with its neighbours.
+
+    The disk is shared and its speed drifts, so a framesink run's reference is the mean
+    of the baseline just before it and the one just after it.
+    """
+    results = [baseline(folder, case, "baseline #1")]
+    for number, transport in enumerate(transports, start=2):
+        run = run_framesink(
+            folder,
+            case=case,
+            transport=transport,
+            socket_kind="pull",
+            daemon_args=["--fsync-interval", "1"],
+            quiet=quiet,
+        )
+        before, after = results[-1], baseline(folder, case, f"baseline #{number}")
+        reference = (before.total_mb_s + after.total_mb_s) / 2
+        results += [framesink_result(case, f"framesink {transport} pull", run, reference), after]
+    return results
+
+
+def overload(folder: Path, count: int, quiet: bool) -> Result:
+    case = Case("SUB overload 2048x2048 u16", (2048, 2048), count, 1)
+    args = ["--queue-bytes", "64MiB", "--fsync-interval", "0.05", "--idle-timeout", "30"]
+    return framesink_result(
+        case,
+        "framesink ipc sub",
+        run_framesink(
+            folder, case=case, transport="ipc", socket_kind="sub", daemon_args=args, quiet=quiet
+        ),
+        0,
+    )
+
+
+def table(results: list[Result]) -> str:
+    header = (
+        "case",
+        "mode",
+        "frames",
+        "ingest MB/s",
+        "total MB/s",
+        "frames/s",
+        "ratio",
+        "peak RSS MiB",
+        "daemon CPU s",
+        "written",
+        "missing",
+        "unaccounted",
+    )
+    rows: list[tuple[str, ...]] = [header]
+    for r in results:
+        optional = [
+            r.ratio,
+            r.peak_rss_mb,
+            r.daemon_cpu_s,
+            r.frames_written,
+            r.frames_missing,
+            r.unaccounted,
+        ]
+        rows.append(
+            (
+                r.case,
+                r.mode,
+                str(r.frames),
+                f"{r.ingest_mb_s:.0f}",
+                f"{r.total_mb_s:.0f}",
+                f"{r.total_frames_s:.0f}",
+                *("" if v is None else str(v) for v in optional),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dir", type=Path, help="folder to write in (default: the system temporary folder)"
+    )
+    parser.add_argument(
+        "--large-count", type=int, default=640, help="2048x2048 uint16 frames (640 = 5.4 GB)"
+    )
+    parser.add_argument(
+        "--small-count", type=int, default=40000, help="256x256 uint16 frames (40000 = 5.2 GB)"
+    )
+    parser.add_argument("--small-chunk", type=int, default=32, help="small frames per message")
+    parser.add_argument(
+        "--overload-count", type=int, default=400, help="frames in the SUB overload run (0: skip)"
+    )
+    parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--publish", help=argparse.SUPPRESS)
+    arguments = parser.parse_args(argv)
+    if arguments.publish:
+        publish(json.loads(arguments.publish))
+        return 0
+    cases = [
+        Case("large 2048x2048 u16", (2048, 2048), arguments.large_count, 1),
+        Case("small 256x256 u16", (256, 256), arguments.small_count, arguments.small_chunk),
+    ]
+    folder = Path(tempfile.mkdtemp(prefix="framesink-bench-", dir=arguments.dir))
+    results: list[Result] = []
+    try:
+        for case in cases:
+            if case.count > 0:
+                results += benchmark_case(
+                    folder, case, arguments.transports.split(","), arguments.json
+                )
+        if arguments.overload_count > 0:
+            results.append(overload(folder, arguments.overload_count, arguments.json))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    if arguments.json:
+        print(json.dumps([asdict(r) for r in results], indent=2))
+    else:
+        print(table(results))
+        print(
+            "\nratio: total MB/s over the mean of the baselines run just before and after it.\n"
+            "unaccounted: pages that are neither written frames nor listed missing (must be 0)."
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
