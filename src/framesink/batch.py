@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
+from .files import check_output_name
 from .layout import FrameLayout, LayoutError
-from .models import MetaData, OutputParameters
+from .models import MetaData, OutputParameters, metadata_dict
 from .record import FinishReason
-from .writer import StreamWriter, check_output_name, metadata_dict
+from .writer import StreamWriter
 
 
 def save_config_frames(config: MetaData, frames: Any, outputparams: OutputParameters) -> None:

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from ._version import __version__
 from .budget import ByteBudget
@@ -33,6 +32,7 @@ from .recovery import RecoveryError, recover
 from .routing import Action, Drop, Finish, Open, Router, SeqGap, Skip, Write
 from .session import Session
 from .settings import Settings
+from .source import IngestSource
 from .wire import WireError, decode
 from .writer import StreamWriter
 
@@ -77,8 +77,7 @@ class Daemon:
         self._started = time.monotonic()
         self._stop_requested = threading.Event()
         self._context: zmq.Context[Any] = zmq.Context()
-        self._ingest: zmq.Socket[Any] | None = None
-        self._monitor: zmq.Socket[Any] | None = None
+        self._source: IngestSource | None = None
         self._recovery: threading.Thread | None = None
         self._control: ControlServer | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
@@ -133,8 +132,8 @@ class Daemon:
         settings.data_root.mkdir(parents=True, exist_ok=True)
         self._control = ControlServer(self._context, settings.control, self.status)
         self.control_endpoint = self._control.endpoint
-        self._ingest = self._open_ingest()
-        self._monitor = self._ingest.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._source = IngestSource(self._context, settings)
+        self.ingest_endpoints = self._source.endpoints
         self._control.start()
         self._check_disk()
 
@@ -156,34 +155,13 @@ class Daemon:
         except RecoveryError as exc:
             log.error("some interrupted acquisitions could not be recovered: %s", exc)
 
-    def _open_ingest(self) -> zmq.Socket[Any]:
-        settings = self.settings
-        kind = zmq.SUB if settings.socket == "sub" else zmq.PULL
-        sock: zmq.Socket[Any] = self._context.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, settings.receive_hwm)
-        sock.setsockopt(zmq.MAXMSGSIZE, int(settings.max_message_bytes))
-        if kind == zmq.SUB:
-            for prefix in settings.subscribe:
-                sock.setsockopt(zmq.SUBSCRIBE, prefix.encode())
-        for endpoint in settings.bind:
-            sock.bind(endpoint)
-            self.ingest_endpoints.append(sock.getsockopt_string(zmq.LAST_ENDPOINT))
-        for endpoint in settings.connect:
-            sock.connect(endpoint)
-            self.ingest_endpoints.append(endpoint)
-        return sock
-
     def _shutdown(self) -> None:
         self.state = RunState.DRAINING
         sd_notify("STOPPING=1")
         try:
-            if self._ingest is not None:
+            if self._source is not None:
                 self._drain_socket()
-                if self._monitor is not None:
-                    self._ingest.disable_monitor()
-                    self._monitor.close(linger=0)
-                self._ingest.close(linger=0)
+                self._source.close()
             with self._lock:
                 for action in self.router.finish_all(FinishReason.SHUTDOWN):
                     self._dispatch(action)
@@ -212,21 +190,20 @@ class Daemon:
 
     # -- the receive loop --------------------------------------------------------------
     def _loop(self) -> None:
-        assert self._ingest is not None
+        assert self._source is not None
         poller = zmq.Poller()
-        poller.register(self._ingest, zmq.POLLIN)
+        poller.register(self._source.socket, zmq.POLLIN)
+        poller.register(self._source.monitor, zmq.POLLIN)
         poller.register(self._wakeup_read, zmq.POLLIN)
-        if self._monitor is not None:
-            poller.register(self._monitor, zmq.POLLIN)
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         while not self._stop_requested.is_set():
             timeout = self._poll_timeout(next_housekeeping)
             events = dict(poller.poll(int(timeout * 1000)))
             if self._wakeup_read in events:
                 self._clear_wakeup()
-            if self._ingest in events:
+            if self._source.socket in events:
                 self._receive_batch()
-            if self._monitor is not None and self._monitor in events:
+            if self._source.monitor in events:
                 self._peer_events()
             now = time.monotonic()
             with self._lock:
@@ -248,31 +225,24 @@ class Daemon:
 
     def _receive_batch(self) -> int:
         """Receive up to RECEIVE_BATCH waiting messages; return how many."""
-        assert self._ingest is not None
+        assert self._source is not None
         received = 0
-        while received < RECEIVE_BATCH:
-            try:
-                parts = self._ingest.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
+        for parts in self._source.receive(RECEIVE_BATCH):
             received += 1
-            self._handle([part.buffer for part in parts])
+            self._handle(parts)
         return received
 
     def _peer_events(self) -> None:
         """Log publisher disconnects: ZeroMQ also drops a peer that sent an oversize message."""
-        assert self._monitor is not None
-        while self._monitor.poll(0):
-            event = recv_monitor_message(self._monitor)
-            if event["event"] != zmq.EVENT_DISCONNECTED:
-                continue
+        assert self._source is not None
+        for endpoint in self._source.disconnects():
             with self._lock:
                 self.counters.add("peer_disconnects")
             log.info(
                 "publisher %s disconnected; if it did not close its socket, it may have sent a "
                 "message larger than max_message_bytes (%d), which ZeroMQ drops together with "
                 "the connection",
-                event["endpoint"].decode(errors="replace"),
+                endpoint,
                 int(self.settings.max_message_bytes),
             )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,12 @@ class OutputParameters(BaseModel):
 
     output_path: str | Path
     output_name: str
+
+
+def metadata_dict(metadata: MetaData | Mapping[str, Any]) -> dict[str, Any]:
+    """Validate metadata and return its dump; the reserved key is refused."""
+    model = metadata if isinstance(metadata, MetaData) else MetaData.model_validate(metadata)
+    dump = model.model_dump(mode="json")
+    if RESERVED_METADATA_KEY in dump:
+        raise ValueError(f"metadata key {RESERVED_METADATA_KEY!r} is reserved for framesink")
+    return dump

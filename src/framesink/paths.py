@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 
-from .writer import check_output_name, folder_is_taken
+from .files import check_output_name, folder_is_taken
 
 MAX_SUFFIX = 9999
 _CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -63,27 +60,6 @@ class AcquisitionRecord(BaseModel):
 def utc_now() -> str:
     """Current time as UTC ISO 8601 with an explicit offset."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` to ``path`` via a temporary file, fsync and rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with temporary.open("w", encoding="utf-8") as handle:
-        json.dump(document, handle, indent=2, ensure_ascii=False, allow_nan=False)
-        handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make renames and creations in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def metadata_document(metadata: Mapping[str, Any], record: AcquisitionRecord) -> dict[str, Any]:

@@ -7,7 +7,6 @@ file left behind by a crash recoverable (see :mod:`framesink.recovery`).
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -21,51 +20,34 @@ import numpy as np
 import tifffile
 
 from ._version import __version__
-from .journal import JOURNAL_FILE, Journal, JournalHeader
+from .files import (
+    check_output_name,
+    describe_os_error,
+    folder_is_taken,
+    fsync_directory,
+    output_files,
+    write_json_atomically,
+)
+from .journal import Journal, JournalHeader
 from .layout import FrameLayout
-from .models import RESERVED_METADATA_KEY, MetaData
+from .models import RESERVED_METADATA_KEY, MetaData, metadata_dict
 from .ome import build_ome_xml
 from .record import (
     METADATA_FILE,
     AcquisitionFiles,
     AcquisitionRecord,
     FinishReason,
-    fsync_directory,
     metadata_document,
     utc_now,
-    write_json_atomically,
 )
 
 log = logging.getLogger(__name__)
 
-PARTIAL_SUFFIX = ".partial"
-TIFF_SUFFIX = ".ome.tiff"
-SIDECAR_SUFFIX = ".frames.jsonl"
 PLACEHOLDER_DESCRIPTION = (
     "framesink: acquisition in progress; if this file was left behind, "
     "run `framesink recover` on its folder"
 )
 FrameMetadata = Mapping[str, Any] | None
-
-
-_ERRNO_HINTS = {
-    errno.ENOSPC: "no space left on the device (disk full)",
-    errno.EFBIG: "file too large (file size limit reached)",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.EIO: "input/output error (failing disk?)",
-}
-
-
-def describe_os_error(exc: OSError) -> str:
-    """A message an operator can act on, for a failed file operation."""
-    if exc.errno in _ERRNO_HINTS:
-        return f"{_ERRNO_HINTS[exc.errno]}: {exc}"
-    if exc.errno is None and "written" in str(exc):
-        return f"short write, the disk is probably full or a size limit was reached: {exc}"
-    return str(exc)
 
 
 class WriteError(RuntimeError):
@@ -74,48 +56,6 @@ class WriteError(RuntimeError):
     def __init__(self, message: str, record: AcquisitionRecord) -> None:
         super().__init__(message)
         self.record = record
-
-
-def check_output_name(name: str) -> str:
-    """Return ``name`` if it is a plain file stem, else raise ValueError."""
-    if (
-        not name
-        or name in {".", ".."}
-        or any(c in name for c in "/\\\0")
-        or name != name.strip()
-        or len(name) > 200
-    ):
-        raise ValueError(
-            f"output_name must be a plain file name stem (no separators); got {name!r}"
-        )
-    return name
-
-
-def output_files(name: str) -> dict[str, str]:
-    """Every file name an acquisition called ``name`` may leave in its folder."""
-    tiff = name + TIFF_SUFFIX
-    return {
-        "tiff": tiff,
-        "partial": tiff + PARTIAL_SUFFIX,
-        "sidecar": name + SIDECAR_SUFFIX,
-        "journal": JOURNAL_FILE,
-        "metadata": METADATA_FILE,
-    }
-
-
-def folder_is_taken(folder: Path, name: str) -> bool:
-    """True when ``folder`` already holds an acquisition's files for ``name``."""
-    files = output_files(name)
-    return any((folder / files[key]).exists() for key in ("tiff", "partial", "journal", "metadata"))
-
-
-def metadata_dict(metadata: MetaData | Mapping[str, Any]) -> dict[str, Any]:
-    """Validate metadata and return its dump; the reserved key is refused."""
-    model = metadata if isinstance(metadata, MetaData) else MetaData.model_validate(metadata)
-    dump = model.model_dump(mode="json")
-    if RESERVED_METADATA_KEY in dump:
-        raise ValueError(f"metadata key {RESERVED_METADATA_KEY!r} is reserved for framesink")
-    return dump
 
 
 class StreamWriter:
