@@ -36,7 +36,7 @@ import psutil
 import tifffile
 
 from framesink.control import request
-from framesink.demo import wait_until_ready
+from framesink.demo import serve_command, wait_until_ready
 from framesink.progress import ProgressBar
 from framesink.publisher import Publisher
 
@@ -144,23 +144,7 @@ def run_framesink(
         control = f"ipc://{sockets}/control"
         bind = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{sockets}/ingest"
         daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "framesink",
-                "serve",
-                "--data-root",
-                str(root),
-                "--bind",
-                bind,
-                "--socket",
-                socket_kind,
-                "--control",
-                control,
-                "--log-level",
-                "WARNING",
-                *daemon_args,
-            ]
+            serve_command(root, bind=[bind], control=control, socket=socket_kind, extra=daemon_args)
         )
         try:
             wait_until_ready(control, daemon, 30)

@@ -18,6 +18,7 @@ import pytest
 import tifffile
 
 from framesink.control import ControlError, request
+from framesink.demo import serve_command
 
 
 def pattern(
@@ -136,32 +137,26 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
         env: dict[str, str] | None = None,
         bind: list[str] | None = None,
         wait: bool = True,
+        socket: str = "sub",
+        preexec_fn: Callable[[], None] | None = None,
     ) -> DaemonProcess:
         number = len(started)
         root = data_root or tmp_path / f"data{number}"
         root.mkdir(parents=True, exist_ok=True)
         control = f"ipc://{tmp_path}/control{number}"
         binds = ["tcp://127.0.0.1:*"] if bind is None else bind
-        command = [
-            sys.executable,
-            "-m",
-            "framesink",
-            "serve",
-            "--data-root",
-            str(root),
-            "--control",
-            control,
-            "--log-level",
-            "DEBUG",
-            *args,
-        ]
-        for endpoint in binds:
-            command += ["--bind", endpoint]
+        command = serve_command(
+            root, bind=binds, control=control, socket=socket, log_level="DEBUG", extra=args
+        )
         log_path = tmp_path / f"daemon{number}.log"
         environment = {**os.environ, "FRAMESINK_CONFIG": "", **(env or {})}
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=environment,
+                preexec_fn=preexec_fn,  # noqa: PLW1509 - only resource limits, set before exec
             )
         daemon = DaemonProcess(process, root, control, log_path)
         started.append(daemon)

@@ -6,7 +6,6 @@ import os
 import resource
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 from framesink.publisher import Publisher
 
-from .conftest import DaemonProcess, pattern, read_metadata, read_tiff, validate_ome, wait_ready
+from .conftest import DaemonProcess, pattern, read_metadata, read_tiff, validate_ome
 
 StartDaemon = Callable[..., DaemonProcess]
 FILE_SIZE_LIMIT = 4 << 20
@@ -28,93 +27,52 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_LIMIT, FILE_SIZE_LIMIT))
 
 
-def _start_limited_daemon(tmp_path: Path) -> DaemonProcess:
-    root, control, log_path = (
-        tmp_path / "root",
-        f"ipc://{tmp_path}/control",
-        tmp_path / "daemon.log",
-    )
-    root.mkdir()
-    command = [
-        sys.executable,
-        "-m",
-        "framesink",
-        "serve",
-        "--data-root",
-        str(root),
-        "--control",
-        control,
-        "--bind",
-        f"ipc://{tmp_path}/ingest",
-        "--socket",
-        "pull",
-        "--log-level",
-        "DEBUG",
-    ]
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            command,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_limit_file_size,  # noqa: PLW1509 - the test starts no threads before
-            env={**os.environ, "FRAMESINK_CONFIG": ""},
+def test_disk_full_fails_one_acquisition_while_another_completes(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(socket="pull", preexec_fn=_limit_file_size)
+    big = pattern(60, (256, 256), "uint16")
+    small = pattern(10, (16, 16), "uint16")
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
+        filling = publisher.start(
+            "filling",
+            {"axes": "TYX"},
+            output_path="full",
+            output_name="big",
+            dtype="uint16",
+            frame_shape=(256, 256),
         )
-    daemon = DaemonProcess(process, root, control, log_path, [f"ipc://{tmp_path}/ingest"])
-    wait_ready(process, control, log_path)
-    return daemon
+        other = publisher.start(
+            "other",
+            {"axes": "TYX"},
+            output_path="fine",
+            output_name="small",
+            dtype="uint16",
+            frame_shape=(16, 16),
+        )
+        for index in range(60):
+            filling.send(big[index])
+            if index < 10:
+                other.send(small[index])
+        other.stop(wait=30)
+        filling.stop(wait=30)
+    failed = daemon.wait_finished("filling")
+    fine = daemon.wait_finished("other")
+    assert (fine["state"], fine["complete"], fine["frames_written"]) == ("finished", True, 10)
+    np.testing.assert_array_equal(read_tiff(daemon.data_root / "fine/small.ome.tiff")[1], small)
 
-
-def test_disk_full_fails_one_acquisition_while_another_completes(tmp_path: Path) -> None:
-    daemon = _start_limited_daemon(tmp_path)
-    try:
-        big = pattern(60, (256, 256), "uint16")
-        small = pattern(10, (16, 16), "uint16")
-        with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
-            filling = publisher.start(
-                "filling",
-                {"axes": "TYX"},
-                output_path="full",
-                output_name="big",
-                dtype="uint16",
-                frame_shape=(256, 256),
-            )
-            other = publisher.start(
-                "other",
-                {"axes": "TYX"},
-                output_path="fine",
-                output_name="small",
-                dtype="uint16",
-                frame_shape=(16, 16),
-            )
-            for index in range(60):
-                filling.send(big[index])
-                if index < 10:
-                    other.send(small[index])
-            other.stop(wait=30)
-            filling.stop(wait=30)
-        failed = daemon.wait_finished("filling")
-        fine = daemon.wait_finished("other")
-        assert (fine["state"], fine["complete"], fine["frames_written"]) == ("finished", True, 10)
-        np.testing.assert_array_equal(read_tiff(daemon.data_root / "fine/small.ome.tiff")[1], small)
-
-        assert failed["state"] == "failed"
-        assert "file too large" in failed["error"] or "probably full" in failed["error"]
-        record = read_metadata(daemon.data_root / "full")["framesink"]
-        assert (record["reason"], record["complete"]) == ("error", False)
-        assert record["error"] == failed["error"]
-        written = record["frames_written"]
-        assert 20 < written < 60
-        kind, pixels, xml = read_tiff(daemon.data_root / "full" / record["files"]["tiff"])
-        assert kind == "ome"
-        np.testing.assert_array_equal(pixels, big[:written])
-        validate_ome(xml)
-        daemon.wait_for(lambda s: s["counters"]["acquisitions_failed"] == 1)
-        assert "write failed" in daemon.log()
-        assert daemon.stop() == 0
-    finally:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(10)
+    assert failed["state"] == "failed"
+    assert "file too large" in failed["error"] or "probably full" in failed["error"]
+    record = read_metadata(daemon.data_root / "full")["framesink"]
+    assert (record["reason"], record["complete"]) == ("error", False)
+    assert record["error"] == failed["error"]
+    written = record["frames_written"]
+    assert 20 < written < 60
+    kind, pixels, xml = read_tiff(daemon.data_root / "full" / record["files"]["tiff"])
+    assert kind == "ome"
+    np.testing.assert_array_equal(pixels, big[:written])
+    validate_ome(xml)
+    daemon.wait_for(lambda s: s["counters"]["acquisitions_failed"] == 1)
+    assert "write failed" in daemon.log()
+    assert daemon.stop() == 0
 
 
 def test_sigkill_then_restart_recovers_every_frame(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .camera import SyntheticCamera, publish_synthetic
@@ -16,6 +17,22 @@ from .publisher import Publisher
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 120.0
+
+
+def serve_command(
+    data_root: Path,
+    *,
+    bind: Sequence[str],
+    control: str,
+    socket: str = "sub",
+    log_level: str = "WARNING",
+    extra: Sequence[str] = (),
+) -> list[str]:
+    """The command line that runs `framesink serve` with this Python."""
+    command = [sys.executable, "-m", "framesink", "serve", "--data-root", str(data_root)]
+    for endpoint in bind:
+        command += ["--bind", endpoint]
+    return [*command, "--socket", socket, "--control", control, "--log-level", log_level, *extra]
 
 
 def wait_until_ready(control: str, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -39,22 +56,7 @@ def run_demo(
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
         ingest, control = f"ipc://{sockets}/ingest", f"ipc://{sockets}/control"
-        command = [
-            sys.executable,
-            "-m",
-            "framesink",
-            "serve",
-            "--data-root",
-            str(root),
-            "--bind",
-            ingest,
-            "--socket",
-            "pull",
-            "--control",
-            control,
-            "--log-level",
-            "WARNING",
-        ]
+        command = serve_command(root, bind=[ingest], control=control, socket="pull")
         with subprocess.Popen(command) as daemon:
             try:
                 wait_until_ready(control, daemon, READY_TIMEOUT_S)
