@@ -266,7 +266,9 @@ def framesink_result(
     return result
 
 
-def benchmark_case(folder: Path, case: Case, transports: list[str], quiet: bool) -> list[Result]:
+def benchmark_case(
+    folder: Path, case: Case, transports: list[str], quiet: bool, fsync_interval: float
+) -> list[Result]:
     """Baselines interleaved with the framesink runs; each run is compared with its neighbours.
 
     The disk is shared and its speed drifts, so a framesink run's reference is the mean
@@ -279,7 +281,7 @@ def benchmark_case(folder: Path, case: Case, transports: list[str], quiet: bool)
             case=case,
             transport=transport,
             socket_kind="pull",
-            daemon_args=["--fsync-interval", "1"],
+            daemon_args=["--fsync-interval", str(fsync_interval)],
             quiet=quiet,
         )
         before, after = results[-1], baseline(folder, case, f"baseline #{number}")
@@ -361,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
         "--overload-count", type=int, default=400, help="frames in the SUB overload run (0: skip)"
     )
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
+    parser.add_argument(
+        "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--publish", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -377,7 +382,11 @@ def main(argv: list[str] | None = None) -> int:
         for case in cases:
             if case.count > 0:
                 results += benchmark_case(
-                    folder, case, arguments.transports.split(","), arguments.json
+                    folder,
+                    case,
+                    arguments.transports.split(","),
+                    arguments.json,
+                    arguments.fsync_interval,
                 )
         if arguments.overload_count > 0:
             results.append(overload(folder, arguments.overload_count, arguments.json))
