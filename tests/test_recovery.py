@@ -139,3 +139,27 @@ def test_recovery_leaves_a_live_acquisition_alone(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         read_tiff(tmp_path / "live/live.ome.tiff")[1], pattern(5, (4, 4), "uint8")
     )
+
+
+def test_recover_command_line(tmp_path: Path) -> None:
+    from .conftest import framesink_command
+
+    _kill_after(tmp_path / "cli", "TYX", 12)
+    result = subprocess.run(
+        framesink_command("recover", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "recovered killed: 10 frames written, 2 missing, shape [12, 32, 24]" in result.stdout
+    again = subprocess.run(
+        framesink_command("recover", str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "nothing to recover" in again.stdout
+    assert read_metadata(tmp_path / "cli")["framesink"]["reason"] == "recovered"

@@ -4,6 +4,7 @@ from ._version import __version__
 from .batch import save_config_frames
 from .layout import FrameLayout, LayoutError
 from .models import MetaData, OutputParameters
+from .publisher import PublishedAcquisition, Publisher, PublishError
 from .record import AcquisitionRecord, FinishReason
 from .recovery import RecoveryError, recover
 from .writer import StreamWriter, WriteError
@@ -15,6 +16,9 @@ __all__ = [
     "LayoutError",
     "MetaData",
     "OutputParameters",
+    "PublishError",
+    "PublishedAcquisition",
+    "Publisher",
     "RecoveryError",
     "StreamWriter",
     "WriteError",

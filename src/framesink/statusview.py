@@ -54,19 +54,31 @@ def render_status(status: dict[str, Any]) -> str:
         if entry.get("error"):
             lines.append(f"  ! {entry['acquisition']}: {entry['error']}")
     counters = status.get("counters", {})
-    lines += [
-        "",
-        "counters: "
-        + "  ".join(f"{k}={v}" for k, v in counters.items() if not isinstance(v, dict)),
-    ]
+    lines.append("")
+    groups: dict[str, list[str]] = {"messages:": [], "frames:": [], "acquisitions:": []}
+    for key, value in counters.items():
+        if isinstance(value, dict):
+            continue
+        if key.startswith("acquisitions"):
+            group = "acquisitions:"
+        elif key.startswith(("frames", "bytes")):
+            group = "frames:"
+        else:
+            group = "messages:"
+        groups[group].append(f"{key}={value}")
+    lines += [f"{group:14s}" + "  ".join(items) for group, items in groups.items()]
     by_reason = counters.get("rejected_by_reason") or {}
     if by_reason:
-        lines.append("rejected: " + "  ".join(f"{k}={v}" for k, v in sorted(by_reason.items())))
+        lines.append(
+            f"{'rejected:':14s}" + "  ".join(f"{k}={v}" for k, v in sorted(by_reason.items()))
+        )
     errors = status.get("recent_errors") or []
     if errors:
         lines.append("recent errors:")
         lines += [
-            f"  {e['time']} {e['reason']} {e.get('acquisition') or ''}: {e['detail']}"
+            f"  {e['time']} {e['reason']}"
+            + (f" [{e['acquisition']}]" if e.get("acquisition") else "")
+            + f": {e['detail']}"
             for e in errors[-5:]
         ]
     return "\n".join(lines)
