@@ -186,7 +186,8 @@ class Daemon:
         for session in list(self.sessions.values()):
             if not session.join(max(0.0, deadline - time.monotonic())):
                 log.error("acquisition %s did not finish writing in time", session.acquisition)
-        self._reap()
+        with self._lock:
+            self._reap()
 
     # -- the receive loop --------------------------------------------------------------
     def _loop(self) -> None:
