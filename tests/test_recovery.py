@@ -163,3 +163,43 @@ def test_recover_command_line(tmp_path: Path) -> None:
     )
     assert "nothing to recover" in again.stdout
     assert read_metadata(tmp_path / "cli")["framesink"]["reason"] == "recovered"
+
+
+def test_metadata_that_could_not_be_written_is_recovered_without_losing_frames(
+    tmp_path: Path,
+) -> None:
+    from framesink import StreamWriter, WriteError
+
+    writer = StreamWriter(
+        tmp_path, "late", {"axes": "TYX", "notes": "n"}, dtype="uint8", frame_shape=(4, 4)
+    )
+    writer.write(pattern(5, (4, 4), "uint8"))
+    (tmp_path / "metadata.json").mkdir()  # finalize cannot write metadata.json
+    with pytest.raises(WriteError, match=r"could not write metadata\.json"):
+        writer.finalize()
+    assert (tmp_path / "late.ome.tiff").exists()
+    assert (tmp_path / "framesink-journal.jsonl").exists()
+    (tmp_path / "metadata.json").rmdir()
+
+    (record,) = recover(tmp_path)
+    assert (record.frames_written, record.reason) == (5, "recovered")
+    np.testing.assert_array_equal(
+        read_tiff(tmp_path / "late.ome.tiff")[1], pattern(5, (4, 4), "uint8")
+    )
+    assert read_metadata(tmp_path)["notes"] == "n"
+
+
+def test_single_frame_closed_file_is_not_misread(tmp_path: Path) -> None:
+    from framesink import StreamWriter
+
+    writer = StreamWriter(
+        tmp_path, "one", {"axes": "YX"}, dtype="uint8", frame_shape=(2, 2), fsync_interval=None
+    )
+    writer.write(np.full((2, 2), 9, "uint8"))
+    writer._close_tiff()  # closed, OME-XML not yet embedded: a crash at this point
+    writer._journal.close()
+    (record,) = recover(tmp_path)
+    assert (record.frames_written, record.shape) == (1, [2, 2])
+    np.testing.assert_array_equal(
+        read_tiff(tmp_path / "one.ome.tiff")[1], np.full((2, 2), 9, "uint8")
+    )

@@ -76,8 +76,10 @@ def recover_folder(folder: Path) -> AcquisitionRecord:
 def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
     header = state.header
     partial = folder / header.partial
+    # A crash after the rename but before metadata.json leaves the final TIFF as the source.
+    source = partial if partial.exists() else folder / header.tiff
     frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
-    frames_on_disk, data_offset = _frames_on_disk(partial, frame_bytes)
+    frames_on_disk, data_offset = _frames_on_disk(source, frame_bytes)
     workspace = folder / RECOVERY_FOLDER
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir()
@@ -95,7 +97,7 @@ def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
     )
     writer.started = header.started
     try:
-        _copy_frames(writer, partial, data_offset, frames_on_disk, state)
+        _copy_frames(writer, source, data_offset, frames_on_disk, state)
         if state.frames_dropped:
             writer.note_dropped(state.frames_dropped)
         record = writer.finalize(
@@ -123,10 +125,12 @@ def _frames_on_disk(partial: Path, frame_bytes: int) -> tuple[int, int]:
     try:
         with tifffile.TiffFile(partial) as tiff:
             pages = len(tiff.pages)
-            offset = int(tiff.pages[0].dataoffsets[0])
+            first = tiff.pages[0]
+            offset = int(first.dataoffsets[0])
+            closed = pages > 1 or str(getattr(first, "description", "")).startswith("<?xml")
     except (tifffile.TiffFileError, IndexError, ValueError, OSError):
         return 0, 0
-    if pages > 1:
+    if closed:
         return pages, offset
     return max(0, (partial.stat().st_size - offset) // frame_bytes), offset
 
