@@ -212,11 +212,15 @@ def small_filesystem(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
     mount_point = tmp_path / "small"
     mount_point.mkdir()
-    subprocess.run(
+    mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount_point)],
-        check=True,
+        capture_output=True,
+        text=True,
         timeout=30,
+        check=False,
     )
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine does not allow mounting a tmpfs: {mounted.stderr.strip()}")
     try:
         yield mount_point
     finally:
