@@ -98,7 +98,11 @@ class StreamWriter:
         self._sidecar: TextIO | None = None
         self._prepare_folder(overwrite)
         self._journal = Journal(self.folder / self.files["journal"], self._journal_header())
-        self._tiff = tifffile.TiffWriter(self.partial_path, bigtiff=True)
+        try:
+            self._tiff = tifffile.TiffWriter(self.partial_path, bigtiff=True)
+        except OSError:
+            self._journal.remove()
+            raise
         self._sync_lock = threading.Lock()
         self._closing = threading.Event()
         self._syncer: threading.Thread | None = None
@@ -119,7 +123,8 @@ class StreamWriter:
 
     @property
     def bytes_written(self) -> int:
-        return self.frames_in_file * self.layout.frame_bytes
+        """Pixel bytes received and written (zero-filled frames not counted)."""
+        return self.frames_written * self.layout.frame_bytes
 
     @property
     def frames_missing(self) -> int:
