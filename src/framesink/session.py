@@ -126,6 +126,7 @@ class Session:
             "frames_dropped": writer.frames_dropped,
             "bytes_written": writer.bytes_written,
             "queued_bytes": self._queued_bytes,
+            "frames_discarded_after_error": self.frames_lost,
             "frames_per_s": round(writer.frames_written / elapsed, 1) if record is None else None,
             "started": writer.started,
             "complete": record.complete if record else False,
@@ -178,6 +179,8 @@ class Session:
     def _finalize(
         self, reason: FinishReason, metadata: dict[str, Any] | None, error: str | None
     ) -> None:
+        if self.record is not None:
+            return
         if self.error is not None:
             reason, error = FinishReason.ERROR, self.error
         try:
