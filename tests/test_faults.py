@@ -9,13 +9,21 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
 
 from framesink.publisher import Publisher
 
-from .conftest import DaemonProcess, pattern, read_metadata, read_tiff, validate_ome
+from .conftest import (
+    DaemonProcess,
+    framesink_command,
+    pattern,
+    read_metadata,
+    read_tiff,
+    validate_ome,
+)
 
 StartDaemon = Callable[..., DaemonProcess]
 FILE_SIZE_LIMIT = 4 << 20
@@ -117,8 +125,10 @@ def test_sigkill_then_restart_recovers_every_frame(
     assert restarted.stop() == 0
 
 
-def _run_one(daemon: DaemonProcess, name: str) -> dict[str, object]:
-    with Publisher(daemon.ingest, control=daemon.control) as publisher:
+def _run_one(
+    daemon: DaemonProcess, name: str, kind: Literal["pub", "push"] = "pub"
+) -> dict[str, object]:
+    with Publisher(daemon.ingest, control=daemon.control, kind=kind) as publisher:
         acquisition = publisher.start(
             name,
             {"axes": "TYX"},
@@ -278,3 +288,50 @@ def test_low_disk_finalizes_open_acquisitions_and_refuses_new_ones(
     _, pixels, _ = read_tiff(daemon.data_root / "low/low.ome.tiff")
     assert pixels.shape[0] == record["frames_written"] >= 1
     assert not (daemon.data_root / "late").exists()
+
+
+def test_real_disk_full_fails_one_acquisition_and_keeps_its_frames(
+    start_daemon: StartDaemon, small_filesystem: Path
+) -> None:
+    """ENOSPC on a real filesystem: frames on disk stay readable, the daemon goes on."""
+    daemon = start_daemon(
+        socket="pull", data_root=small_filesystem / "root", env={"FRAMESINK_MIN_FREE_BYTES": "0"}
+    )
+    filler = small_filesystem / "filler"
+    free = os.statvfs(small_filesystem).f_bavail * os.statvfs(small_filesystem).f_frsize
+    filler.write_bytes(b"\1" * (free - (3 << 20)))
+    frames = pattern(20, (512, 512), "uint16")
+    with Publisher(daemon.ingest, kind="push", control=daemon.control) as publisher:
+        acquisition = publisher.start(
+            "enospc",
+            {"axes": "TYX"},
+            output_path="full",
+            output_name="full",
+            dtype="uint16",
+            frame_shape=(512, 512),
+        )
+        acquisition.send(frames)
+        entry = acquisition.stop(wait=30)
+    assert entry is not None
+    assert entry["state"] == "failed"
+    assert "no space left" in entry["error"] or "disk is probably full" in entry["error"]
+    assert "[Errno" not in entry["error"]
+    filler.unlink()
+    later = _run_one(daemon, "after", kind="push")
+    assert (later["state"], later["complete"]) == ("finished", True)
+    folder = daemon.data_root / "full"
+    if (folder / "framesink-journal.jsonl").exists():
+        result = subprocess.run(
+            framesink_command("recover", str(folder)),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+    record = read_metadata(folder)["framesink"]
+    written = record["frames_written"]
+    assert 1 <= written < 20
+    kind, pixels, _ = read_tiff(folder / record["files"]["tiff"])
+    assert kind == "ome"
+    np.testing.assert_array_equal(pixels.reshape(-1, 512, 512)[:written], frames[:written])

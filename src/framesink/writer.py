@@ -229,11 +229,11 @@ class StreamWriter:
             operation(*args)
         except OSError as exc:
             self._failure = exc
-            raise OSError(
-                exc.errno,
+            message = (
                 f"writing {self.files['partial']} failed after {self.frames_in_file} frames: "
-                f"{describe_os_error(exc)}",
-            ) from exc
+                f"{describe_os_error(exc)}"
+            )
+            raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc
 
     def _append(
         self, chunk: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None
