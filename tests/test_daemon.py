@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -234,11 +235,12 @@ def test_status_command_human_and_json(start_daemon: StartDaemon) -> None:
         assert "open" in human
         assert "ACQUISITION" in human
         raw = subprocess.run(
-            framesink_command("status", "--control", daemon.control, "--json"),
+            framesink_command("status", "--json"),  # the endpoint comes from the environment
             capture_output=True,
             text=True,
             timeout=30,
             check=True,
+            env={**os.environ, "FRAMESINK_CONFIG": "", "FRAMESINK_CONTROL": daemon.control},
         ).stdout
         status = json.loads(raw)
         entry = status["acquisitions"][0]

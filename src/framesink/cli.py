@@ -18,15 +18,18 @@ from .daemon import Daemon
 from .demo import run_demo
 from .logs import configure_logging
 from .recovery import RecoveryError, recover
-from .settings import Settings, load_settings
+from .settings import load_settings
 from .statusview import render_status
 
 log = logging.getLogger("framesink")
-DEFAULT_CONTROL = Settings.model_fields["control"].default
+DESCRIPTION = (
+    "framesink writes camera frames published over ZeroMQ to OME-TIFF files. "
+    "Run `framesink demo` to see it work end to end."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="framesink", description=__doc__)
+    parser = argparse.ArgumentParser(prog="framesink", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"framesink {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -58,8 +61,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="show a running daemon's status")
     status.add_argument(
-        "--control", default=DEFAULT_CONTROL, help=f"control endpoint (default {DEFAULT_CONTROL})"
+        "--control", help="control endpoint (default: from the config file/environment, as serve)"
     )
+    status.add_argument("-c", "--config", help="config file to read the control endpoint from")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
     status.add_argument("--timeout", type=float, default=5.0)
 
@@ -116,8 +120,15 @@ def _serve(arguments: argparse.Namespace) -> int:
 
 
 def _status(arguments: argparse.Namespace) -> int:
+    control = arguments.control
+    if control is None:
+        try:
+            control = load_settings(arguments.config).control
+        except (ValidationError, FileNotFoundError, ValueError) as exc:
+            print(f"framesink: bad configuration: {exc}", file=sys.stderr)
+            return 2
     try:
-        reply = request(arguments.control, {"cmd": "status"}, arguments.timeout)
+        reply = request(control, {"cmd": "status"}, arguments.timeout)
     except ControlError as exc:
         print(f"framesink: {exc} (is the daemon running? check --control)", file=sys.stderr)
         return 1
