@@ -177,3 +177,17 @@ def framesink_command(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("framesink")
     assert script.exists(), f"framesink console script not installed next to {sys.executable}"
     return [str(script), *args]
+
+
+def run_framesink(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the `framesink` command to completion; output captured as text, never raises."""
+    return subprocess.run(
+        framesink_command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
+    )

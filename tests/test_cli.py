@@ -13,7 +13,7 @@ import pytest
 
 from framesink.settings import load_settings
 
-from .conftest import DaemonProcess, framesink_command, read_metadata, read_tiff, validate_ome
+from .conftest import DaemonProcess, read_metadata, read_tiff, run_framesink, validate_ome
 
 REPO = Path(__file__).parents[1]
 
@@ -55,23 +55,11 @@ def test_settings_precedence_defaults_file_env_cli(
 def test_bad_configuration_is_reported(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('socket = "carrier-pigeon"\nunknown_key = 1\n')
-    result = subprocess.run(
-        framesink_command("serve", "--config", str(config)),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_framesink("serve", "--config", str(config), timeout=60)
     assert result.returncode == 2
     assert "bad configuration" in result.stderr
     assert "socket" in result.stderr
-    missing = subprocess.run(
-        framesink_command("serve", "--config", str(tmp_path / "nope.toml")),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    missing = run_framesink("serve", "--config", str(tmp_path / "nope.toml"), timeout=60)
     assert missing.returncode == 2
     assert "does not exist" in missing.stderr
 
@@ -103,23 +91,17 @@ def test_systemd_unit_is_notify_and_hardened() -> None:
 
 
 def test_demo_writes_a_real_acquisition(tmp_path: Path) -> None:
-    result = subprocess.run(
-        framesink_command(
-            "demo",
-            "--data-root",
-            str(tmp_path),
-            "--frames",
-            "30",
-            "--shape",
-            "64",
-            "48",
-            "--rate",
-            "0",
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = run_framesink(
+        "demo",
+        "--data-root",
+        str(tmp_path),
+        "--frames",
+        "30",
+        "--shape",
+        "64",
+        "48",
+        "--rate",
+        "0",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     tiff = tmp_path / "demo" / "synthetic.ome.tiff"

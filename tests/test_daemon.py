@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,10 +19,10 @@ from framesink.publisher import Publisher
 
 from .conftest import (
     DaemonProcess,
-    framesink_command,
     pattern,
     read_metadata,
     read_tiff,
+    run_framesink,
     validate_ome,
 )
 
@@ -224,24 +222,21 @@ def test_status_command_human_and_json(start_daemon: StartDaemon) -> None:
         )
         acquisition.send(pattern(3, (4, 4), "uint8"))
         daemon.wait_for(lambda s: s["counters"]["frames_written"] == 3)
-        human = subprocess.run(
-            framesink_command("status", "--control", daemon.control),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout
+        shown = run_framesink("status", "--control", daemon.control, timeout=30)
+        assert shown.returncode == 0, shown.stderr
+        human = shown.stdout
         assert "shown" in human
         assert "open" in human
         assert "ACQUISITION" in human
-        raw = subprocess.run(
-            framesink_command("status", "--json"),  # the endpoint comes from the environment
-            capture_output=True,
-            text=True,
+        # the endpoint comes from the environment, as for `framesink serve`
+        printed = run_framesink(
+            "status",
+            "--json",
             timeout=30,
-            check=True,
-            env={**os.environ, "FRAMESINK_CONFIG": "", "FRAMESINK_CONTROL": daemon.control},
-        ).stdout
+            env={"FRAMESINK_CONFIG": "", "FRAMESINK_CONTROL": daemon.control},
+        )
+        assert printed.returncode == 0, printed.stderr
+        raw = printed.stdout
         status = json.loads(raw)
         entry = status["acquisitions"][0]
         assert {
@@ -268,12 +263,8 @@ def test_status_command_human_and_json(start_daemon: StartDaemon) -> None:
 
 
 def test_status_command_reports_an_absent_daemon(tmp_path: Path) -> None:
-    result = subprocess.run(
-        framesink_command("status", "--control", f"ipc://{tmp_path}/nobody", "--timeout", "0.5"),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+    result = run_framesink(
+        "status", "--control", f"ipc://{tmp_path}/nobody", "--timeout", "0.5", timeout=30
     )
     assert result.returncode == 1
     assert "no answer" in result.stderr

@@ -18,10 +18,10 @@ from framesink.publisher import Publisher
 
 from .conftest import (
     DaemonProcess,
-    framesink_command,
     pattern,
     read_metadata,
     read_tiff,
+    run_framesink,
     validate_ome,
 )
 
@@ -321,13 +321,7 @@ def test_real_disk_full_fails_one_acquisition_and_keeps_its_frames(
     assert (later["state"], later["complete"]) == ("finished", True)
     folder = daemon.data_root / "full"
     if (folder / "framesink-journal.jsonl").exists():
-        result = subprocess.run(
-            framesink_command("recover", str(folder)),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        result = run_framesink("recover", str(folder))
         assert result.returncode == 0, result.stderr
     record = read_metadata(folder)["framesink"]
     written = record["frames_written"]

@@ -142,25 +142,13 @@ def test_recovery_leaves_a_live_acquisition_alone(tmp_path: Path) -> None:
 
 
 def test_recover_command_line(tmp_path: Path) -> None:
-    from .conftest import framesink_command
+    from .conftest import run_framesink
 
     _kill_after(tmp_path / "cli", "TYX", 12)
-    result = subprocess.run(
-        framesink_command("recover", str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_framesink("recover", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "recovered killed: 10 frames written, 2 missing, shape [12, 32, 24]" in result.stdout
-    again = subprocess.run(
-        framesink_command("recover", str(tmp_path)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    again = run_framesink("recover", str(tmp_path))
     assert "nothing to recover" in again.stdout
     assert read_metadata(tmp_path / "cli")["framesink"]["reason"] == "recovered"
 
