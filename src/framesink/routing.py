@@ -161,10 +161,6 @@ class Router:
         self.open.pop(acquisition, None)
         self._remember(acquisition, AcquisitionState.FAILED)
 
-    def frames_lost(self, write: Write) -> Skip:
-        """A write the daemon could not queue becomes a recorded gap."""
-        return Skip(write.acquisition, write.index, write.count)
-
     # -- message kinds ---------------------------------------------------------------
     def _start(self, header: StartHeader, now: float) -> list[Action]:
         if header.acquisition in self.open:
