@@ -367,3 +367,24 @@ def test_stop_wait_confirms_delivery_when_the_daemon_is_behind(start_daemon: Sta
     assert entry is not None
     assert (entry["state"], entry["complete"], entry["frames_written"]) == ("finished", True, 300)
     np.testing.assert_array_equal(read_tiff(daemon.data_root / "b/b.ome.tiff")[1], frames)
+
+
+def test_control_endpoint_survives_clients_that_vanish(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon()
+    context = zmq.Context()
+    try:
+        for _ in range(20):
+            impatient = context.socket(zmq.REQ)
+            impatient.setsockopt(zmq.LINGER, 0)
+            impatient.connect(daemon.control)
+            impatient.send(msgpack.packb({"cmd": "status"}))
+            impatient.close()
+        dealer = context.socket(zmq.DEALER)
+        dealer.setsockopt(zmq.LINGER, 0)
+        dealer.connect(daemon.control)
+        dealer.send(msgpack.packb({"cmd": "ping"}))  # no REQ envelope: ignored, not fatal
+        dealer.close()
+    finally:
+        context.term()
+    assert daemon.status()["ok"] is True
+    assert daemon.status()["counters"]["messages"] == 0

@@ -1,4 +1,4 @@
-"""The control endpoint: a REP socket answering ping/status, and its client."""
+"""The control endpoint: answers REQ clients' ping/status requests, and its client."""
 
 from __future__ import annotations
 
@@ -45,13 +45,16 @@ def answer(request_bytes: bytes, status: StatusProvider) -> dict[str, Any]:
 
 
 class ControlServer:
-    """Serves the control endpoint from its own thread until ``stop``."""
+    """Serves the control endpoint from its own thread until ``stop``.
+
+    A ROUTER socket answers REQ clients like REP would, but has no send/receive state
+    machine to get stuck in: a client that vanishes before its reply cannot wedge it.
+    """
 
     def __init__(self, context: zmq.Context[Any], endpoint: str, status: StatusProvider) -> None:
-        self._socket = context.socket(zmq.REP)
+        self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-        self._socket.setsockopt(zmq.SNDTIMEO, 1000)
         self._socket.bind(endpoint)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._status = status
@@ -70,17 +73,27 @@ class ControlServer:
             while not self._stopping.is_set():
                 if not self._socket.poll(POLL_MS, zmq.POLLIN):
                     continue
-                parts = self._socket.recv_multipart()
-                if len(parts) == 1:
-                    reply = answer(parts[0], self._status)
-                else:
-                    reply = {"ok": False, "error": "request must be a single-part message"}
-                try:
-                    self._socket.send(msgpack.packb(reply, use_bin_type=True))
-                except zmq.Again:
-                    log.warning("control client went away before its reply")
+                self._reply(self._socket.recv_multipart())
         finally:
             self._socket.close(linger=0)
+
+    def _reply(self, parts: list[bytes]) -> None:
+        """Answer one routed request: [peer identity..., b"", request]."""
+        if b"" not in parts:
+            log.debug("control: ignored a message without a REQ envelope")
+            return
+        split = parts.index(b"")
+        envelope, body = parts[:split], parts[split + 1 :]
+        if len(body) == 1:
+            reply = answer(body[0], self._status)
+        else:
+            reply = {"ok": False, "error": "request must be a single-part message"}
+        try:
+            self._socket.send_multipart(
+                [*envelope, b"", msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK
+            )
+        except zmq.ZMQError as exc:
+            log.warning("control: could not reply (client gone?): %s", exc)
 
 
 def request(endpoint: str, command: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
