@@ -256,6 +256,10 @@ class Daemon:
             except WireError as exc:
                 self.counters.reject(exc)
                 return
+            except Exception as exc:  # a bug hit by one message must not take the daemon down
+                log.exception("internal error while handling a message; it is rejected")
+                self.counters.reject(WireError("internal_error", f"{type(exc).__name__}: {exc}"))
+                return
             for action in actions:
                 self._dispatch(action)
 
