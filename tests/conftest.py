@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,10 +174,11 @@ def start_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
 
 
 def framesink_command(*args: str) -> list[str]:
-    """The installed `framesink` console script (next to this Python), with ``args``."""
+    """The installed `framesink` console script (next to this Python, else on PATH)."""
     script = Path(sys.executable).with_name("framesink")
-    assert script.exists(), f"framesink console script not installed next to {sys.executable}"
-    return [str(script), *args]
+    found = str(script) if script.exists() else shutil.which("framesink")
+    assert found, "the `framesink` console script is not installed (pip install .)"
+    return [found, *args]
 
 
 def run_framesink(

@@ -154,3 +154,11 @@ def test_fake_camera_script_publishes_to_a_daemon(
     assert pixels.shape == (12, 32, 32, 3)
     record = json.loads((daemon.data_root / "synthetic/metadata.json").read_text())
     assert record["frames_sent"] == 12
+
+
+def test_console_script_is_registered() -> None:
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "framesink"]
+    assert script.value == "framesink.cli:main"
+    assert run_framesink("--version").stdout.startswith("framesink ")
