@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -162,3 +163,21 @@ def test_console_script_is_registered() -> None:
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "framesink"]
     assert script.value == "framesink.cli:main"
     assert run_framesink("--version").stdout.startswith("framesink ")
+
+
+def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
+    """systemd's own checker (present on the project's machines) finds nothing wrong."""
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze is needed to check config/framesink.service"
+    script = Path(sys.executable).with_name("framesink")
+    unit = tmp_path / "framesink.service"
+    unit.write_text(
+        (REPO / "config/framesink.service")
+        .read_text()
+        .replace("/opt/framesink/bin/framesink", str(script))
+    )
+    checked = subprocess.run(
+        [analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.strip() == "", checked.stderr
