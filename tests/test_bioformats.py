@@ -76,6 +76,7 @@ def image_info(jar: Path, path: Path) -> dict[str, str]:
         ("TCZYX", (2, 3, 4, 16, 12), "float32", "XYZCT"),
         ("ZTYX", (3, 2, 16, 12), "int16", "XYTZC"),
         ("TYXS", (2, 16, 12, 3), "uint8", "XYTZC"),
+        ("ZTCYX", (3, 2, 2, 16, 12), "uint32", "XYCTZ"),
     ],
 )
 def test_bioformats_reads_dimensions(

@@ -287,3 +287,17 @@ def test_physical_sizes_and_channel_names_map_to_ome(tmp_path: Path) -> None:
     pixels = validate_ome(xml).images[0].pixels
     assert pixels.physical_size_x == 0.1
     assert [c.name for c in pixels.channels] == ["GFP", "RFP"]
+
+
+def test_planes_carry_the_right_t_c_z_for_every_frame(tmp_path: Path) -> None:
+    writer = _open(tmp_path, metadata={"axes": "ZTCYX"}, shape=[None, 2, 3])
+    writer.write(pattern(12, (6, 5), "uint16"), [{"exposure_time": 0.001 * i} for i in range(12)])
+    writer.finalize()
+    _, pixels, xml = read_tiff(tmp_path / "acq.ome.tiff")
+    assert pixels.shape == (2, 2, 3, 6, 5)
+    pixels_meta = validate_ome(xml).images[0].pixels
+    assert pixels_meta.dimension_order.value == "XYCTZ"
+    for index, plane in enumerate(pixels_meta.planes):
+        z, t, c = np.unravel_index(index, (2, 2, 3))
+        assert (plane.the_z, plane.the_t, plane.the_c) == (z, t, c)
+        assert plane.exposure_time == pytest.approx(0.001 * index)
