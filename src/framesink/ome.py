@@ -13,8 +13,6 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import numpy as np
-
 from ._version import __version__
 from .layout import FrameLayout
 
@@ -168,11 +166,17 @@ def _plane_elements(
         if not attributes:
             continue
         coordinates = dict.fromkeys("ZCT", 0)
-        if leading_shape:
-            position = np.unravel_index(index, leading_shape)
-            coordinates.update(zip(layout.leading_axes, (int(p) for p in position), strict=True))
+        coordinates.update(_unravel(index, layout.leading_axes, leading_shape))
         plane = {f"The{axis}": str(coordinates[axis]) for axis in "ZTC"}
         ET.SubElement(pixels, _tag("Plane"), plane | attributes)
+
+
+def _unravel(index: int, axes: str, shape: tuple[int, ...]) -> dict[str, int]:
+    """C-order coordinates of frame ``index`` over the leading axes."""
+    coordinates = {}
+    for axis, size in zip(reversed(axes), reversed(shape), strict=True):
+        index, coordinates[axis] = divmod(index, size)
+    return coordinates
 
 
 def _map_annotation(root: ET.Element, image: ET.Element, metadata: Mapping[str, Any]) -> None:
