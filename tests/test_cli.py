@@ -112,6 +112,12 @@ def test_demo_writes_a_real_acquisition(tmp_path: Path) -> None:
     assert pixels.std() > 0
     assert len(validate_ome(xml).images[0].pixels.planes) == 30
     assert read_metadata(tiff.parent)["framesink"]["complete"] is True
+    again = run_framesink(
+        "demo", "--data-root", str(tmp_path), "--frames", "5", "--shape", "8", "8", "--rate", "0"
+    )
+    assert again.returncode == 0, again.stderr
+    assert f"wrote {tmp_path / 'demo_1' / 'synthetic.ome.tiff'}" in again.stdout
+    assert read_tiff(tiff)[1].shape == (30, 64, 48)
 
 
 def test_fake_camera_script_publishes_to_a_daemon(

@@ -57,6 +57,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
         ingest, control = f"ipc://{sockets}/ingest", f"ipc://{sockets}/control"
         command = serve_command(root, bind=[ingest], control=control, socket="pull")
+        entry = None
         with subprocess.Popen(command) as daemon:
             try:
                 wait_until_ready(control, daemon, READY_TIMEOUT_S)
@@ -66,7 +67,7 @@ def run_demo(
                     file=sys.stderr,
                 )
                 with Publisher(ingest, kind="push", control=control) as publisher:
-                    publish_synthetic(
+                    entry = publish_synthetic(
                         publisher,
                         SyntheticCamera(shape, dtype, rate),
                         acquisition="demo",
@@ -79,7 +80,9 @@ def run_demo(
             finally:
                 daemon.send_signal(signal.SIGTERM)
                 code = daemon.wait(STOP_TIMEOUT_S)
-    return _report(root / "demo", code)
+    # The daemon never reuses a folder: a second demo in the same root goes to demo_1, ...
+    folder = Path(str(entry["path"])).parent if entry else root / "demo"
+    return _report(folder, code)
 
 
 def _report(folder: Path, code: int) -> int:
