@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -187,3 +188,34 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     )
     assert checked.returncode == 0, checked.stderr
     assert checked.stderr.strip() == "", checked.stderr
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's first Python block is what newcomers paste: it must run and do what it says."""
+    blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    monkeypatch.chdir(tmp_path)
+    output = subprocess.run(
+        [sys.executable, "-c", blocks[0]], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert output.returncode == 0, output.stderr
+    assert output.stdout.strip() == "[[30, 33], [34, 39]]"
+    assert read_tiff(tmp_path / "out/run1/cells.ome.tiff")[1].shape == (4, 2, 5, 512, 512)
+    assert read_tiff(tmp_path / "output/example.ome.tiff")[1].shape == (10, 256, 256)
+
+
+def test_readme_publisher_example_runs(start_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = start_daemon()
+    block = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)[1]
+    code = block.replace("tcp://127.0.0.1:5555", daemon.ingest[0]).replace(
+        "tcp://127.0.0.1:5556", daemon.control
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert output.returncode == 0, output.stderr
+    assert output.stdout.split() == [
+        str(daemon.data_root / "2026/run-42/cam0.ome.tiff"),
+        "20",
+        "True",
+    ]
+    assert read_metadata(daemon.data_root / "2026/run-42")["notes"] == "final notes"
