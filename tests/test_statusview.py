@@ -1,0 +1,67 @@
+"""The human status table."""
+
+from __future__ import annotations
+
+from framesink.statusview import render_status
+
+
+def test_status_table_shows_acquisitions_errors_and_counters() -> None:
+    status = {
+        "version": "1.0.0",
+        "state": "running",
+        "uptime_s": 12.0,
+        "socket": "pull",
+        "queued_bytes": 2048,
+        "queue_limit_bytes": 64 << 20,
+        "free_bytes": 5 << 30,
+        "ingest": ["tcp://127.0.0.1:5555"],
+        "data_root": "/data",
+        "acquisitions": [
+            {
+                "acquisition": "run-2",
+                "state": "open",
+                "frames_written": 7,
+                "frames_missing": 1,
+                "frames_dropped": 0,
+                "frames_per_s": 9.5,
+                "reason": None,
+                "path": "/data/b/x.ome.tiff.partial",
+                "error": None,
+            },
+            {
+                "acquisition": "run-1",
+                "state": "failed",
+                "frames_written": 3,
+                "frames_missing": 0,
+                "frames_dropped": 2,
+                "frames_per_s": None,
+                "reason": "error",
+                "path": "/data/a/x.ome.tiff",
+                "error": "disk full",
+            },
+        ],
+        "counters": {
+            "messages": 20,
+            "bad_messages": 1,
+            "frames_written": 10,
+            "acquisitions_failed": 1,
+            "rejected_by_reason": {"bad_start": 1},
+        },
+        "recent_errors": [
+            {"time": "T", "reason": "bad_start", "acquisition": "run-3", "detail": "dtype: ..."}
+        ],
+    }
+    lines = render_status(status).splitlines()
+    assert lines[0].startswith(
+        "framesink 1.0.0  state=running  uptime=12s  socket=pull  queue=2.0 KiB/64.0 MiB  free=5.0 GiB"
+    )
+    header = next(line for line in lines if line.startswith("ACQUISITION"))
+    row = next(line for line in lines if line.startswith("run-2"))
+    assert row.split() == ["run-2", "open", "7", "1", "0", "10", "-", "/data/b/x.ome.tiff.partial"]
+    assert header.index("WRITTEN") == row.index("7")
+    assert "  ! run-1: disk full" in lines
+    assert "messages:     messages=20  bad_messages=1" in lines
+    assert "frames:       frames_written=10" in lines
+    assert "rejected:     bad_start=1" in lines
+    assert "  T bad_start [run-3]: dtype: ..." in lines
+    assert render_status({"acquisitions": []}).splitlines()[3] == "no acquisitions yet"
