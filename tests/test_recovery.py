@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from framesink import RecoveryError, recover
 from framesink.recovery import find_interrupted
@@ -191,3 +193,75 @@ def test_single_frame_closed_file_is_not_misread(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         read_tiff(tmp_path / "one.ome.tiff")[1], np.full((2, 2), 9, "uint8")
     )
+
+
+CLOSE_FAILS_SCRIPT = """
+import json, sys
+from tests.conftest import pattern
+from framesink import StreamWriter, WriteError
+
+writer = StreamWriter(sys.argv[1], "edge", {"axes": "TYX"}, dtype="uint16", frame_shape=(64, 64))
+try:
+    for index in range(100):
+        writer.write(pattern(1, (64, 64), "uint16", start=index))
+except OSError as exc:
+    print("write failed:", exc, file=sys.stderr)
+try:
+    record = writer.finalize()
+except WriteError as exc:
+    record = exc.record
+print(json.dumps(record.model_dump(mode="json")))
+"""
+
+
+def _data_offset(tmp_path: Path) -> int:
+    """Where the pixels of the first frame start in a framesink TIFF."""
+    from framesink import StreamWriter
+
+    probe = StreamWriter(
+        tmp_path / "probe",
+        "edge",
+        {"axes": "TYX"},
+        dtype="uint16",
+        frame_shape=(64, 64),
+        fsync_interval=None,
+    )
+    probe.write(pattern(1, (64, 64), "uint16"))
+    with tifffile.TiffFile(probe.partial_path) as tiff:
+        offset = int(tiff.pages[0].dataoffsets[0])
+    probe.finalize("abort")
+    return offset
+
+
+def test_when_even_closing_fails_the_partial_file_is_recovered_later(tmp_path: Path) -> None:
+    """The file size limit falls exactly on a frame boundary: no torn bytes free room for the IFDs."""
+    limit = _data_offset(tmp_path) + 7 * 64 * 64 * 2
+
+    def limit_file_size() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    folder = tmp_path / "edge"
+    child = subprocess.run(
+        [sys.executable, "-c", CLOSE_FAILS_SCRIPT, str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).parents[1],
+        preexec_fn=limit_file_size,
+    )
+    assert child.returncode == 0, child.stderr
+    record = json.loads(child.stdout)
+    assert record["reason"] == "error"
+    assert "could not close" in record["error"]
+    assert record["files"]["tiff"] == "edge.ome.tiff.partial"
+    assert (folder / "edge.ome.tiff.partial").exists()
+    assert (folder / "framesink-journal.jsonl").exists()
+
+    (recovered,) = recover(folder)
+    assert recovered.frames_written == 7
+    np.testing.assert_array_equal(
+        read_tiff(folder / "edge.ome.tiff")[1], pattern(7, (64, 64), "uint16")
+    )
+    assert not (folder / "edge.ome.tiff.partial").exists()
