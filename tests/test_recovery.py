@@ -265,3 +265,20 @@ def test_when_even_closing_fails_the_partial_file_is_recovered_later(tmp_path: P
         read_tiff(folder / "edge.ome.tiff")[1], pattern(7, (64, 64), "uint16")
     )
     assert not (folder / "edge.ome.tiff.partial").exists()
+
+
+def test_torn_journal_line_and_a_leftover_recovery_workspace(tmp_path: Path) -> None:
+    """Power loss mid-append to the journal, then a recovery itself interrupted: run it again."""
+    folder = tmp_path / "twice"
+    _kill_after(folder, "TYX", 10)
+    with (folder / "framesink-journal.jsonl").open("a") as journal:
+        journal.write('{"missing": [10, ')
+    leftover = folder / ".framesink-recovery"
+    leftover.mkdir()
+    (leftover / "killed.ome.tiff").write_bytes(b"half a file")
+    (record,) = recover(tmp_path)
+    assert (record.frames_written, record.missing_ranges) == (8, [[5, 6]])
+    assert not leftover.exists()
+    expected = pattern(10, (32, 24), "uint16")
+    expected[5:7] = 0
+    np.testing.assert_array_equal(read_tiff(folder / "killed.ome.tiff")[1], expected)
