@@ -143,3 +143,11 @@ def test_stop_with_frame_count_records_the_lost_tail() -> None:
     router.route(_frames("a", 1, 0, 2), 0)
     stop = decode([b"", pack_header(end_header("stop", "a", 2, {"frame_count": 5}))])
     assert router.route(stop, 0) == [Skip("a", 2, 3), Finish("a", FinishReason.STOP, None)]
+
+
+def test_backpressure_time_does_not_count_as_idle() -> None:
+    router = Router(idle_timeout=5)
+    router.route(_start(), 0)
+    router.extend_deadlines(10)
+    assert router.expire(14) == []
+    assert router.expire(15) == [Finish("a", FinishReason.TIMEOUT, None)]

@@ -365,6 +365,9 @@ class Daemon:
         """Reserve queue space: PULL waits for it (backpressure), SUB never waits."""
         if self.settings.socket == "sub":
             return self.budget.acquire(nbytes, timeout=0)
+        if self.budget.acquire(nbytes, timeout=0):
+            return True
+        started = time.monotonic()
         self._lock.release()
         try:
             while not self.budget.acquire(nbytes, timeout=BUDGET_WAIT_S):
@@ -373,6 +376,8 @@ class Daemon:
             return True
         finally:
             self._lock.acquire()
+            # Messages waited in ZeroMQ meanwhile: that time is not idleness.
+            self.router.extend_deadlines(time.monotonic() - started)
 
     # -- housekeeping and status -------------------------------------------------------
     def _housekeeping(self) -> None:

@@ -153,6 +153,11 @@ class Router:
             return None
         return min(a.last_activity for a in self.open.values()) + self.idle_timeout
 
+    def extend_deadlines(self, seconds: float) -> None:
+        """Pause the idle clock: the receiver was blocked, not the publishers idle."""
+        for acquisition in self.open.values():
+            acquisition.last_activity += seconds
+
     def finish_all(self, reason: FinishReason) -> list[Action]:
         return [action for name in list(self.open) for action in self._finish(name, reason)]
 
