@@ -132,7 +132,15 @@ class Daemon:
         settings.data_root.mkdir(parents=True, exist_ok=True)
         self._control = ControlServer(self._context, settings.control, self.status)
         self.control_endpoint = self._control.endpoint
-        self._source = IngestSource(self._context, settings)
+        self._source = IngestSource(
+            self._context,
+            kind=settings.socket,
+            bind=settings.bind,
+            connect=settings.connect,
+            subscribe=settings.subscribe,
+            receive_hwm=settings.receive_hwm,
+            max_message_bytes=int(settings.max_message_bytes),
+        )
         self.ingest_endpoints = self._source.endpoints
         self._control.start()
         self._check_disk()

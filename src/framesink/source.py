@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
-
-from .settings import Settings
 
 
 class IngestSource:
@@ -18,21 +16,31 @@ class IngestSource:
     connection it came on, so disconnects are watched through a socket monitor.
     """
 
-    def __init__(self, context: zmq.Context[Any], settings: Settings) -> None:
-        kind = zmq.SUB if settings.socket == "sub" else zmq.PULL
-        self.socket: zmq.Socket[Any] = context.socket(kind)
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        *,
+        kind: str,
+        bind: Sequence[str],
+        connect: Sequence[str],
+        subscribe: Sequence[str] = ("",),
+        receive_hwm: int = 4,
+        max_message_bytes: int = 1 << 31,
+    ) -> None:
+        socket_type = zmq.SUB if kind == "sub" else zmq.PULL
+        self.socket: zmq.Socket[Any] = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
-        self.socket.setsockopt(zmq.RCVHWM, settings.receive_hwm)
-        self.socket.setsockopt(zmq.MAXMSGSIZE, int(settings.max_message_bytes))
-        if kind == zmq.SUB:
-            for prefix in settings.subscribe:
+        self.socket.setsockopt(zmq.RCVHWM, receive_hwm)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        if socket_type == zmq.SUB:
+            for prefix in subscribe:
                 self.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())
         self.endpoints: list[str] = []
         try:
-            for endpoint in settings.bind:
+            for endpoint in bind:
                 self.socket.bind(endpoint)
                 self.endpoints.append(self.socket.getsockopt_string(zmq.LAST_ENDPOINT))
-            for endpoint in settings.connect:
+            for endpoint in connect:
                 self.socket.connect(endpoint)
                 self.endpoints.append(endpoint)
         except zmq.ZMQError:
