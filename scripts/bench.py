@@ -366,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"
     )
+    parser.add_argument(
+        "--no-warmup", dest="warmup", action="store_false", help="skip the untimed first baseline"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--publish", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -379,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="framesink-bench-", dir=arguments.dir))
     results: list[Result] = []
     try:
+        if arguments.warmup:
+            # The first large write of a run is often much slower (a fresh disk region):
+            # one untimed baseline keeps that out of the comparisons.
+            baseline(folder, next(c for c in cases if c.count > 0), "warm-up")
         for case in cases:
             if case.count > 0:
                 results += benchmark_case(
