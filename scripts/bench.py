@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -303,6 +304,15 @@ def overload(folder: Path, count: int, quiet: bool) -> Result:
     )
 
 
+def median_ratios(results: list[Result]) -> dict[tuple[str, str], float]:
+    """Median ratio of each framesink mode over the repeated rounds."""
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for result in results:
+        if result.ratio is not None and result.mode.startswith("framesink"):
+            ratios.setdefault((result.case, result.mode), []).append(result.ratio)
+    return {key: statistics.median(values) for key, values in ratios.items()}
+
+
 def table(results: list[Result]) -> str:
     header = (
         "case",
@@ -369,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-warmup", dest="warmup", action="store_false", help="skip the untimed first baseline"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of every case (medians are printed)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--publish", help=argparse.SUPPRESS)
     arguments = parser.parse_args(argv)
@@ -386,23 +399,31 @@ def main(argv: list[str] | None = None) -> int:
             # The first large write of a run is often much slower (a fresh disk region):
             # one untimed baseline keeps that out of the comparisons.
             baseline(folder, next(c for c in cases if c.count > 0), "warm-up")
-        for case in cases:
-            if case.count > 0:
-                results += benchmark_case(
-                    folder,
-                    case,
-                    arguments.transports.split(","),
-                    arguments.json,
-                    arguments.fsync_interval,
-                )
+        for _ in range(arguments.repeat):
+            for case in cases:
+                if case.count > 0:
+                    results += benchmark_case(
+                        folder,
+                        case,
+                        arguments.transports.split(","),
+                        arguments.json,
+                        arguments.fsync_interval,
+                    )
         if arguments.overload_count > 0:
             results.append(overload(folder, arguments.overload_count, arguments.json))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     if arguments.json:
-        print(json.dumps([asdict(r) for r in results], indent=2))
+        print(
+            json.dumps(
+                {"runs": [asdict(r) for r in results], "median_ratios": median_ratios(results)},
+                indent=2,
+            )
+        )
     else:
         print(table(results))
+        for (name, mode), ratio in median_ratios(results).items():
+            print(f"median ratio over {arguments.repeat} round(s): {name}, {mode}: {ratio:.3f}")
         print(
             "\nratio: total MB/s over the mean of the baselines run just before and after it.\n"
             "unaccounted: pages that are neither written frames nor listed missing (must be 0)."
