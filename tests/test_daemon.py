@@ -388,3 +388,12 @@ def test_control_endpoint_survives_clients_that_vanish(start_daemon: StartDaemon
         context.term()
     assert daemon.status()["ok"] is True
     assert daemon.status()["counters"]["messages"] == 0
+
+
+def test_json_log_lines(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon("--log-format", "json")
+    assert daemon.stop() == 0
+    entries = [json.loads(line) for line in daemon.log().splitlines() if line.strip()]
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+    assert any("ready" in entry["message"] for entry in entries)
+    assert entries[-1]["message"] == "framesink stopped"
