@@ -15,7 +15,7 @@ import pytest
 import zmq
 
 from framesink import MetaData
-from framesink.publisher import Publisher
+from framesink.publisher import Publisher, PublishError
 
 from .conftest import (
     DaemonProcess,
@@ -397,3 +397,34 @@ def test_json_log_lines(start_daemon: StartDaemon) -> None:
     assert {"time", "level", "logger", "message"} <= set(entries[0])
     assert any("ready" in entry["message"] for entry in entries)
     assert entries[-1]["message"] == "framesink stopped"
+
+
+def test_topic_filter(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(env={"FRAMESINK_SUBSCRIBE": '["cam1"]'})
+    with (
+        Publisher(daemon.ingest, topic="cam2", control=daemon.control) as ignored,
+        pytest.raises(PublishError, match="no subscriber for topic b'cam2'"),
+    ):
+        ignored.start(
+            "nobody",
+            {"axes": "TYX"},
+            output_path="x",
+            output_name="x",
+            dtype="uint8",
+            frame_shape=(2, 2),
+            subscriber_timeout=1,
+        )
+    with Publisher(daemon.ingest, topic="cam1-left", control=daemon.control) as heard:
+        acquisition = heard.start(
+            "heard",
+            {"axes": "TYX"},
+            output_path="h",
+            output_name="h",
+            dtype="uint8",
+            frame_shape=(2, 2),
+        )
+        acquisition.send(pattern(2, (2, 2), "uint8"))
+        entry = acquisition.stop(wait=30)
+    assert entry is not None
+    assert entry["frames_written"] == 2
+    assert daemon.status()["counters"]["messages"] == 3  # nothing from cam2 arrived
