@@ -367,7 +367,7 @@ class Daemon:
         """A session whose writer failed: later messages for it count as late."""
         if session.acquisition in self.router.open:
             self.router.fail(session.acquisition)
-            session.finish(FinishReason.ERROR, error=session.error)
+        session.finish(FinishReason.ERROR, error=session.error)
 
     def _take_budget(self, session: Session, nbytes: int) -> bool:
         """Reserve queue space: PULL waits for it (backpressure), SUB never waits."""

@@ -65,6 +65,7 @@ class Session:
         self.record: AcquisitionRecord | None = None
         self.frames_lost = 0
         self.unreported_overload = 0
+        self._finish_requested = False
         self.overload_reported_at = 0.0
         self._budget = budget
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
@@ -101,6 +102,10 @@ class Session:
     def finish(
         self, reason: FinishReason, metadata: dict[str, Any] | None = None, error: str | None = None
     ) -> None:
+        """Queue the end of the acquisition; only the first call counts."""
+        if self._finish_requested:
+            return
+        self._finish_requested = True
         self._queue.put(_FinishItem(reason, metadata, error))
 
     def join(self, timeout: float) -> bool:
