@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import resource
 import signal
@@ -9,7 +10,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -27,6 +28,15 @@ from .conftest import (
 
 StartDaemon = Callable[..., DaemonProcess]
 FILE_SIZE_LIMIT = 4 << 20
+
+
+def _written_at_least(frames: int, status: dict[str, Any]) -> bool:
+    return bool(status["counters"]["frames_written"] >= frames)
+
+
+def _free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
 
 
 def _limit_file_size() -> None:
@@ -257,20 +267,17 @@ def test_low_disk_finalizes_open_acquisitions_and_refuses_new_ones(
             dtype="uint16",
             frame_shape=(512, 512),
         )
-        while sent < 60:
+        # Fill until the filesystem really has less than the minimum free, then stop
+        # sending: the daemon must notice by itself (it checks every second).
+        while _free_bytes(small_filesystem) >= 24 << 20:
             acquisition.send(frame)
             sent += 1
-            status = daemon.status()
-            if any(
-                a["acquisition"] == "filling" and a["state"] != "open"
-                for a in status["acquisitions"]
-            ):
-                break
-            time.sleep(0.05)
-        entry = daemon.wait_finished("filling")
+            daemon.wait_for(functools.partial(_written_at_least, sent))
+        assert _free_bytes(small_filesystem) > 8 << 20, "the test overshot: no room left to finish"
+        entry = daemon.wait_finished("filling", timeout=10)
         assert entry["reason"] == "error"
         assert "disk almost full" in entry["error"]
-        assert sent < 60, "free space never dropped under the minimum"
+        assert entry["frames_written"] == sent
         refused = publisher.start(
             "refused",
             {"axes": "TYX"},
