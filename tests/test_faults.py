@@ -336,3 +336,27 @@ def test_real_disk_full_fails_one_acquisition_and_keeps_its_frames(
     kind, pixels, _ = read_tiff(folder / record["files"]["tiff"])
     assert kind == "ome"
     np.testing.assert_array_equal(pixels.reshape(-1, 512, 512)[:written], frames[:written])
+
+
+def test_at_most_max_open_acquisitions(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(socket="pull", env={"FRAMESINK_MAX_OPEN": "2"})
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
+        handles = [
+            publisher.start(
+                name,
+                {"axes": "TYX"},
+                output_path=name,
+                output_name=name,
+                dtype="uint8",
+                frame_shape=(4, 4),
+            )
+            for name in ("one", "two", "three")
+        ]
+        status = daemon.wait_for(lambda s: s["counters"]["messages"] == 3)
+        assert status["counters"]["rejected_by_reason"] == {"too_many_open": 1}
+        for handle in handles[:2]:
+            handle.send(pattern(2, (4, 4), "uint8"))
+            entry = handle.stop(wait=30)
+            assert entry is not None
+            assert entry["complete"] is True
+    assert not (daemon.data_root / "three").exists()
