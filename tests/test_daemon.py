@@ -428,3 +428,36 @@ def test_topic_filter(start_daemon: StartDaemon) -> None:
     assert entry is not None
     assert entry["frames_written"] == 2
     assert daemon.status()["counters"]["messages"] == 3  # nothing from cam2 arrived
+
+
+def test_sigterm_under_backpressure_finalizes_every_acquisition(start_daemon: StartDaemon) -> None:
+    """Four acquisitions, a 1 MiB queue (the daemon is behind), SIGTERM mid-stream."""
+    daemon = start_daemon("--socket", "pull", "--queue-bytes", "1MiB")
+    frames = pattern(40, (256, 256), "uint16")
+    names = [f"busy{number}" for number in range(4)]
+    with Publisher(daemon.ingest, kind="push", send_timeout=5) as publisher:
+        handles = [
+            publisher.start(
+                name,
+                {"axes": "TYX"},
+                output_path=name,
+                output_name=name,
+                dtype="uint16",
+                frame_shape=(256, 256),
+            )
+            for name in names
+        ]
+        for index in range(20):
+            for handle in handles:
+                handle.send(frames[index])
+        daemon.wait_for(lambda s: s["counters"]["frames_written"] >= 8)
+        assert daemon.stop(signal.SIGTERM) == 0
+    for name in names:
+        record = read_metadata(daemon.data_root / name)["framesink"]
+        assert (record["reason"], record["error"]) == ("shutdown", None)
+        kind, pixels, _ = read_tiff(daemon.data_root / name / f"{name}.ome.tiff")
+        assert kind == "ome"
+        written = record["frames_written"]
+        assert written >= 1
+        np.testing.assert_array_equal(pixels.reshape(-1, 256, 256)[:written], frames[:written])
+        assert not (daemon.data_root / name / "framesink-journal.jsonl").exists()
