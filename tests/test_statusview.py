@@ -65,3 +65,5 @@ def test_status_table_shows_acquisitions_errors_and_counters() -> None:
     assert "rejected:     bad_start=1" in lines
     assert "  T bad_start [run-3]: dtype: ..." in lines
     assert render_status({"acquisitions": []}).splitlines()[3] == "no acquisitions yet"
+    assert "recovering interrupted acquisitions" in render_status({"recovering": True})
+    assert "recovering" not in render_status(status)

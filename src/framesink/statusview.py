@@ -34,7 +34,8 @@ def _daemon_lines(status: dict[str, Any]) -> list[str]:
         f"framesink {status.get('version')}  state={status.get('state')}  "
         f"uptime={status.get('uptime_s', 0):.0f}s  socket={status.get('socket')}  "
         f"queue={_size(status.get('queued_bytes'))}/{_size(status.get('queue_limit_bytes'))}  "
-        f"free={_size(status.get('free_bytes'))}",
+        f"free={_size(status.get('free_bytes'))}"
+        + ("  recovering interrupted acquisitions" if status.get("recovering") else ""),
         f"ingest: {', '.join(status.get('ingest', []))}   data root: {status.get('data_root')}",
     ]
 
