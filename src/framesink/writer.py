@@ -128,7 +128,7 @@ class StreamWriter:
 
     @property
     def frames_missing(self) -> int:
-        return sum(last - first + 1 for first, last in self.missing_ranges)
+        return sum(last - first + 1 for first, last in self._missing_in_file())
 
     @property
     def is_full(self) -> bool:
@@ -452,7 +452,7 @@ class StreamWriter:
             shape=list(self.layout.file_shape(self.frames_in_file)),
             declared_shape=list(self.layout.leading_shape),
             frames_written=self.frames_written,
-            frames_missing=sum(last - first + 1 for first, last in self._missing_in_file()),
+            frames_missing=self.frames_missing,
             missing_ranges=self._missing_in_file(),
             frames_dropped=self.frames_dropped,
             bytes_written=self.bytes_written,
