@@ -12,6 +12,8 @@ LAYERS = {
     "core": {"_version", "models", "layout", "ome", "record", "wire", "routing", "budget"},
     "io": {
         "writer",
+        "series",
+        "pixels",
         "journal",
         "files",
         "recovery",

@@ -54,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--queue-bytes", help="bound on bytes queued for the disk, e.g. 1GiB")
     serve.add_argument("--fsync-interval", type=float, help="seconds between fsyncs")
     serve.add_argument(
+        "--direct-io",
+        action=argparse.BooleanOptionalAction,
+        help="write pixels past the page cache where possible (default on)",
+    )
+    serve.add_argument(
         "--on-exists", choices=["increment", "error"], help="policy for taken folders"
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
@@ -101,6 +106,7 @@ def _serve(arguments: argparse.Namespace) -> int:
         "idle_timeout": arguments.idle_timeout,
         "queue_bytes": arguments.queue_bytes,
         "fsync_interval": arguments.fsync_interval,
+        "direct_io": arguments.direct_io,
         "on_exists": arguments.on_exists,
         "log_level": arguments.log_level,
         "log_format": arguments.log_format,

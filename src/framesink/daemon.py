@@ -319,6 +319,7 @@ class Daemon:
                 shape=start.shape,
                 acquisition=action.acquisition,
                 fsync_interval=self.settings.fsync_interval or None,
+                direct_io=self.settings.direct_io,
             )
         except (PathError, OSError, ValueError) as exc:
             self.router.fail(action.acquisition)

@@ -64,7 +64,7 @@ _ERRNO_HINTS = {
 def describe_os_error(exc: OSError) -> str:
     """A message an operator can act on, for a failed file operation."""
     if exc.errno in _ERRNO_HINTS:
-        return f"{_ERRNO_HINTS[exc.errno]}: {exc}"
+        return _ERRNO_HINTS[exc.errno]
     if exc.errno is None and "written" in str(exc):
         return f"short write, the disk is probably full or a size limit was reached: {exc}"
     return str(exc)

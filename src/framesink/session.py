@@ -117,7 +117,7 @@ class Session:
         record = self.record
         elapsed = max(1e-9, time.monotonic() - self.started_at)
         if record is None:
-            state = AcquisitionState.OPEN
+            state = AcquisitionState.FAILED if self.done and self.error else AcquisitionState.OPEN
         elif record.error:
             state = AcquisitionState.FAILED
         else:
@@ -166,7 +166,11 @@ class Session:
             elif isinstance(item, _WriteItem):
                 self.frames_lost += len(item.frames)
         except Exception as exc:
-            self.error = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+            self.error = (
+                (exc.strerror or str(exc))
+                if isinstance(exc, OSError)
+                else f"{type(exc).__name__}: {exc}"
+            )
             log.error(
                 "acquisition %s: write failed, finalizing it as failed: %s",
                 self.acquisition,

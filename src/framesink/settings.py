@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     fsync_interval: float = Field(
         1.0, ge=0, description="Seconds between fsyncs (bounds loss on power failure)."
     )
+    direct_io: bool = Field(
+        True,
+        description="Write pixels with O_DIRECT where the filesystem allows (skips the page cache).",
+    )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"

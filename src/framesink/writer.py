@@ -32,6 +32,7 @@ from .journal import Journal, JournalHeader
 from .layout import FrameLayout
 from .models import RESERVED_METADATA_KEY, MetaData, metadata_dict
 from .ome import build_ome_xml
+from .series import ContiguousSeries
 from .record import (
     METADATA_FILE,
     AcquisitionFiles,
@@ -78,6 +79,7 @@ class StreamWriter:
         acquisition: str | None = None,
         overwrite: bool = False,
         fsync_interval: float | None = 1.0,
+        direct_io: bool = True,
     ) -> None:
         self.metadata = metadata_dict(metadata)
         self.layout = FrameLayout.create(
@@ -89,7 +91,6 @@ class StreamWriter:
         self.fsync_interval = fsync_interval
         self.files = output_files(self.name)
         self.started = utc_now()
-        self.frames_in_file = 0
         self.frames_written = 0
         self.frames_dropped = 0
         self.missing_ranges: list[list[int]] = []
@@ -99,7 +100,12 @@ class StreamWriter:
         self._prepare_folder(overwrite)
         self._journal = Journal(self.folder / self.files["journal"], self._journal_header())
         try:
-            self._tiff = tifffile.TiffWriter(self.partial_path, bigtiff=True)
+            self._series = ContiguousSeries(
+                self.partial_path,
+                self.layout,
+                description=PLACEHOLDER_DESCRIPTION,
+                direct_io=direct_io,
+            )
         except OSError:
             self._journal.remove()
             raise
@@ -120,6 +126,11 @@ class StreamWriter:
     @property
     def tiff_path(self) -> Path:
         return self.folder / self.files["tiff"]
+
+    @property
+    def frames_in_file(self) -> int:
+        """Frames (written or zero-filled) the file holds."""
+        return self._series.pages
 
     @property
     def bytes_written(self) -> int:
@@ -238,34 +249,23 @@ class StreamWriter:
     def _append(
         self, chunk: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None
     ) -> None:
-        for offset, frame in enumerate(chunk):
-            self._write_frame(frame)
-            self.frames_written += 1
-            meta = None if frame_metadata is None else frame_metadata[offset]
-            if meta:
-                self._write_sidecar_line(self.frames_in_file - 1, meta)
+        first = self.frames_in_file
+        try:
+            self._series.append(chunk)
+        finally:
+            stored = self.frames_in_file - first
+            self.frames_written += stored
+            for offset, meta in enumerate((frame_metadata or [])[:stored]):
+                if meta:
+                    self._write_sidecar_line(first + offset, meta)
         self._after_write()
 
     def _zero_fill(self, count: int) -> None:
         first = self.frames_in_file
         self.missing_ranges.append([first, first + count - 1])
         self._journal.append({"missing": [first, first + count - 1]})
-        for _ in range(count):
-            self._write_frame(None)
+        self._series.append_empty(count)
         self._after_write()
-
-    def _write_frame(self, frame: np.ndarray[Any, Any] | None) -> None:
-        """Append one page; ``None`` appends a zero frame as a sparse hole."""
-        self._tiff.write(
-            frame,
-            shape=self.layout.frame_shape,
-            dtype=self.layout.dtype,
-            contiguous=True,
-            metadata=None,
-            description=PLACEHOLDER_DESCRIPTION,
-            photometric="rgb" if self.layout.axes.endswith("S") else "minisblack",
-        )
-        self.frames_in_file += 1
 
     def _write_sidecar_line(self, index: int, frame_metadata: Mapping[str, Any]) -> None:
         if self._sidecar is None:
@@ -275,7 +275,6 @@ class StreamWriter:
 
     def _after_write(self) -> None:
         """Hand every written byte to the OS, so that a killed process loses nothing."""
-        self._tiff.filehandle.flush()
         if self._sidecar is not None:
             self._sidecar.flush()
 
@@ -284,7 +283,7 @@ class StreamWriter:
         with self._sync_lock:
             if self._closing.is_set():
                 return
-            os.fsync(self._tiff.filehandle.fileno())
+            self._series.sync()
             if self._sidecar is not None:
                 os.fsync(self._sidecar.fileno())
             self._journal.sync()
@@ -371,33 +370,13 @@ class StreamWriter:
                 self._pad_to_whole_step()
             except OSError as exc:
                 self._failure = exc
-        if self._failure is not None:
-            self._discard_torn_frame()
-        self._tiff.close()
+        self._series.close()
         self._close_sidecar()
 
     def _pad_to_whole_step(self) -> None:
         padding = self.layout.padded_count(self.frames_in_file) - self.frames_in_file
         if padding:
             self._zero_fill(padding)
-
-    def _discard_torn_frame(self) -> None:
-        """After a failed write, cut the file back to its last complete frame.
-
-        tifffile counts a contiguous page before its data is written, so its count
-        is set back to the frames known to be complete; the IFDs then fit in the
-        space the torn frame leaves.
-        """
-        handle = self._tiff.filehandle
-        data_offset = getattr(self._tiff, "_dataoffset", None)
-        data_shape = getattr(self._tiff, "_datashape", None)
-        if data_offset is None or data_shape is None or self.frames_in_file == 0:
-            raise OSError("nothing complete to keep")
-        handle.flush()
-        end = data_offset + self.frames_in_file * self.layout.frame_bytes
-        handle.seek(end)
-        os.ftruncate(handle.fileno(), end)
-        self._tiff._datashape = (self.frames_in_file, *data_shape[1:])
 
     def _embed_ome_xml(self) -> None:
         frames = self.frames_in_file
@@ -434,7 +413,7 @@ class StreamWriter:
             self._sidecar.close()
 
     def _close_quietly(self) -> None:
-        for close in (self._tiff.filehandle.close, self._close_sidecar):
+        for close in (self._series.close_quietly, self._close_sidecar):
             try:
                 close()
             except (OSError, ValueError):
