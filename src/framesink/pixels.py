@@ -7,8 +7,9 @@ with ``O_DIRECT`` they skip the copy into the page cache, which profiling showed
 the daemon's bottleneck, and they leave no gigabytes of dirty pages behind.
 
 ``O_DIRECT`` needs aligned memory, offsets and lengths. Memory is made aligned by a
-staging buffer; an unaligned offset or length, or a filesystem without ``O_DIRECT``
-(tmpfs, some network filesystems), falls back to plain positioned writes.
+staging buffer; an unaligned offset or length, a filesystem without ``O_DIRECT``
+(some network and FUSE filesystems) or a device that needs more alignment (EINVAL)
+falls back to plain positioned writes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ DIRECT_ALIGNMENT = 512
 """Offset and length alignment O_DIRECT needs on common block devices (4Kn disks
 need 4096; they reject the write with EINVAL and the file falls back)."""
 MEMORY_ALIGNMENT = mmap.PAGESIZE
-STAGING_BYTES = 8 << 20
+STAGING_BYTES = 4 << 20
 
 
 class PartialWriteError(OSError):
@@ -79,12 +80,15 @@ class PixelFile:
             except PartialWriteError as exc:
                 if exc.errno != errno.EINVAL:
                     raise
-                log.info("%s: O_DIRECT refused (%s); writing through the page cache", self.path, exc)
+                log.info(
+                    "%s: O_DIRECT refused (%s); writing through the page cache", self.path, exc
+                )
                 self._close_direct()
         _write_all(self._fd, offset, data, 0)
 
     def _write_direct(self, offset: int, data: np.ndarray[Any, Any]) -> None:
-        assert self._direct_fd is not None and self._staging is not None
+        assert self._direct_fd is not None
+        assert self._staging is not None
         if data.ctypes.data % MEMORY_ALIGNMENT == 0:
             _write_all(self._direct_fd, offset, data, 0)
             return
@@ -141,7 +145,7 @@ def _aligned(offset: int, length: int) -> bool:
 
 def _write_all(fd: int, offset: int, data: np.ndarray[Any, Any], done_before: int) -> None:
     """pwrite until every byte is written; a failure reports the bytes that made it."""
-    view = memoryview(data).cast("B")
+    view = data.reshape(-1).view(np.uint8).data
     done = 0
     while done < view.nbytes:
         try:

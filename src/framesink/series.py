@@ -99,8 +99,7 @@ class ContiguousSeries:
     def _start_series(self) -> None:
         """Lay out the first page (pixels still a hole) and decide who counts pages."""
         offset = self._reserve_page_via_tifffile(align=DATA_ALIGNMENT)
-        state = (getattr(self._tiff, "_datashape", None), getattr(self._tiff, "_dataoffset", None))
-        self._counts_pages_itself = state == ((1, *self.layout.frame_shape), offset)
+        self._counts_pages_itself = self._tifffile_state_is_known(offset)
         if not self._counts_pages_itself:
             log.warning(
                 "%s: this tifffile release keeps contiguous pages differently; "
@@ -110,6 +109,11 @@ class ContiguousSeries:
         self._pixels = PixelFile(self.path, direct=self._direct_io and self._counts_pages_itself)
         self._data_offset = offset
         self._reserved = 1
+
+    def _tifffile_state_is_known(self, offset: int) -> bool:
+        """True if tifffile keeps the series as this module expects (one page, here)."""
+        state = (getattr(self._tiff, "_datashape", None), getattr(self._tiff, "_dataoffset", None))
+        return state == ((1, *self.layout.frame_shape), offset)
 
     def _reserve_page_via_tifffile(self, align: int | None = None) -> int:
         """Add one page whose pixels are a hole for now; return its data offset."""

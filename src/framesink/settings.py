@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     )
     direct_io: bool = Field(
         True,
-        description="Write pixels with O_DIRECT where the filesystem allows (skips the page cache).",
+        description="Write pixels with O_DIRECT where possible (skips the page cache).",
     )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -32,7 +32,6 @@ from .journal import Journal, JournalHeader
 from .layout import FrameLayout
 from .models import RESERVED_METADATA_KEY, MetaData, metadata_dict
 from .ome import build_ome_xml
-from .series import ContiguousSeries
 from .record import (
     METADATA_FILE,
     AcquisitionFiles,
@@ -41,6 +40,7 @@ from .record import (
     metadata_document,
     utc_now,
 )
+from .series import ContiguousSeries
 
 log = logging.getLogger(__name__)
 
