@@ -268,7 +268,7 @@ def framesink_result(
 
 
 def benchmark_case(
-    folder: Path, case: Case, transports: list[str], quiet: bool, fsync_interval: float
+    folder: Path, case: Case, transports: list[str], quiet: bool, daemon_args: list[str]
 ) -> list[Result]:
     """Baselines interleaved with the framesink runs; each run is compared with its neighbours.
 
@@ -282,7 +282,7 @@ def benchmark_case(
             case=case,
             transport=transport,
             socket_kind="pull",
-            daemon_args=["--fsync-interval", str(fsync_interval)],
+            daemon_args=daemon_args,
             quiet=quiet,
         )
         before, after = results[-1], baseline(folder, case, f"baseline #{number}")
@@ -377,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"
     )
     parser.add_argument(
+        "--direct-io",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the daemon's direct_io (--no-direct-io: through the page cache, like the baseline)",
+    )
+    parser.add_argument(
         "--no-warmup", dest="warmup", action="store_false", help="skip the untimed first baseline"
     )
     parser.add_argument(
@@ -407,7 +413,11 @@ def main(argv: list[str] | None = None) -> int:
                         case,
                         arguments.transports.split(","),
                         arguments.json,
-                        arguments.fsync_interval,
+                        [
+                            "--fsync-interval",
+                            str(arguments.fsync_interval),
+                            "--direct-io" if arguments.direct_io else "--no-direct-io",
+                        ],
                     )
         if arguments.overload_count > 0:
             results.append(overload(folder, arguments.overload_count, arguments.json))

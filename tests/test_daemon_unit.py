@@ -67,7 +67,7 @@ def test_a_session_that_failed_before_its_stop_still_ends(
     def disk_full(*_args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(session.writer, "write", disk_full)
+    monkeypatch.setattr(session.writer, "write_batch", disk_full)
     _handle(daemon, frames_header("a", 1, 0, 1), bytes(4))
     deadline = time.monotonic() + 10
     while not session.failed and time.monotonic() < deadline:

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 
 from framesink.layout import FrameLayout
-from framesink.pixels import DIRECT_ALIGNMENT, PixelFile, aligned_buffer
+from framesink.pixels import DIRECT_ALIGNMENT, STAGING_BYTES, PixelFile, aligned_buffer
 from framesink.series import DATA_ALIGNMENT, ContiguousSeries
 
 from .conftest import pattern
@@ -48,13 +48,23 @@ def _tifffile_reference(path: Path, frames: np.ndarray[Any, Any], holes: set[int
 def _write_series(
     series: ContiguousSeries, frames: np.ndarray[Any, Any], chunks: list[int], holes: set[int]
 ) -> None:
+    """Holes as holes; runs of other chunks two at a time, as one batch."""
     index = 0
+    batch: list[np.ndarray[Any, Any]] = []
     for size in chunks:
         if index in holes:
+            if batch:
+                series.append(batch)
+                batch = []
             series.append_empty(size)
         else:
-            series.append(frames[index : index + size])
+            batch.append(frames[index : index + size])
+        if len(batch) == 2:
+            series.append(batch)
+            batch = []
         index += size
+    if batch:
+        series.append(batch)
     series.close()
 
 
@@ -103,12 +113,12 @@ def test_series_bytes_equal_tifffile_writing_every_page(
 def test_direct_io_is_used_where_the_filesystem_allows_it(tmp_path: Path) -> None:
     layout = FrameLayout.create("TYX", "uint16", (256, 256))
     series = ContiguousSeries(tmp_path / "a.tif", layout, description=DESCRIPTION)
-    series.append(pattern(2, (256, 256), "uint16"))
+    series.append([pattern(2, (256, 256), "uint16")])
     assert series.is_direct
     series.close()
     odd = FrameLayout.create("TYX", "uint16", (3, 5))
     buffered = ContiguousSeries(tmp_path / "b.tif", odd, description=DESCRIPTION)
-    buffered.append(pattern(2, (3, 5), "uint16"))
+    buffered.append([pattern(2, (3, 5), "uint16")])
     buffered.close()
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tif"), pattern(2, (3, 5), "uint16"))
 
@@ -123,9 +133,9 @@ def test_pixel_file_writes_from_unaligned_memory_and_at_unaligned_offsets(tmp_pa
     aligned[:] = 7
     with PixelFile(path, direct=True) as pixels:
         assert pixels.is_direct
-        pixels.write_at(0, unaligned)
-        pixels.write_at(unaligned.nbytes, aligned)
-        pixels.write_at(unaligned.nbytes + aligned.nbytes + 3, source[:5])
+        pixels.write_at(0, [unaligned])
+        pixels.write_at(unaligned.nbytes, [aligned])
+        pixels.write_at(unaligned.nbytes + aligned.nbytes + 3, [source[:5]])
         assert pixels.is_direct
         pixels.sync()
     data = np.fromfile(path, np.uint8)
@@ -135,13 +145,18 @@ def test_pixel_file_writes_from_unaligned_memory_and_at_unaligned_offsets(tmp_pa
     assert os.path.getsize(path) == unaligned.nbytes + aligned.nbytes + 8
 
 
-def test_staged_writes_larger_than_the_staging_buffer(tmp_path: Path) -> None:
+def test_gathered_writes_span_staging_rounds(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(b"")
-    frames = pattern(3, (2048, 1536), "uint16")  # 18 MiB: three staging rounds
-    view = np.frombuffer(b"\0" * 16 + frames.tobytes(), np.uint16, offset=16)
+    frames = pattern(7, (1536, 2048), "uint16")  # 6 MiB each: 42 MiB, three stagings
+    unaligned = [
+        np.frombuffer(b"\0" * 16 + frame.tobytes(), np.uint16, offset=16) for frame in frames
+    ]
     with PixelFile(path, direct=True) as pixels:
-        pixels.write_at(DIRECT_ALIGNMENT, view)
+        pixels.write_at(DIRECT_ALIGNMENT, unaligned[:1])
+        pixels.write_at(DIRECT_ALIGNMENT + frames[0].nbytes, unaligned[1:])
+        assert pixels.is_direct
+    assert frames.nbytes > 2 * STAGING_BYTES
     written = np.fromfile(path, np.uint16, offset=DIRECT_ALIGNMENT)
     np.testing.assert_array_equal(written, frames.reshape(-1))
 
@@ -179,14 +194,14 @@ def test_4k_sector_disk_falls_back_when_o_direct_refuses_512_byte_alignment(
 ) -> None:
     whole_sectors = FrameLayout.create("TYX", "uint16", (256, 256))
     series = ContiguousSeries(disk_with_4k_sectors / "a.tif", whole_sectors, description="")
-    series.append(pattern(3, (256, 256), "uint16"))
+    series.append([pattern(3, (256, 256), "uint16")])
     assert series.is_direct
     series.close()
     partial_sectors = FrameLayout.create("TYX", "uint16", (8, 160))  # 5 x 512 bytes
     frames = pattern(5, (8, 160), "uint16")
     series = ContiguousSeries(disk_with_4k_sectors / "b.tif", partial_sectors, description="")
-    series.append(frames[:1])  # aligned for 512-byte sectors: the kernel says EINVAL
-    series.append(frames[1:])
+    series.append([frames[:1]])  # aligned for 512-byte sectors: the kernel says EINVAL
+    series.append([frames[1:2], frames[2:]])
     assert not series.is_direct
     series.close()
     np.testing.assert_array_equal(

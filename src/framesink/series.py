@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +58,24 @@ class ContiguousSeries:
         return self._tiff.filehandle.fileno()
 
     # -- appending ---------------------------------------------------------------------
-    def append(self, chunk: np.ndarray[Any, Any]) -> None:
-        """Append frames (first axis = frame number).
+    def append(self, chunks: Sequence[np.ndarray[Any, Any]]) -> None:
+        """Append chunks of frames (first axis = frame number), in one write if possible.
 
         A failed write raises PartialWriteError; ``pages`` then counts the frames
         that did reach the file.
         """
-        data = np.ascontiguousarray(chunk)
-        first = self._reserve(len(data))
+        data = [np.ascontiguousarray(chunk) for chunk in chunks]
+        count = sum(len(chunk) for chunk in data)
+        if count == 0:
+            return
+        first = self._reserve(count)
         assert self._pixels is not None
         try:
             self._pixels.write_at(self._offset(first), data)
         except PartialWriteError as exc:
             self.pages = first + exc.written // self.layout.frame_bytes
             raise
-        self.pages = first + len(data)
+        self.pages = first + count
 
     def append_empty(self, count: int) -> None:
         """Append ``count`` zero frames as a sparse hole."""

@@ -25,6 +25,8 @@ from .writer import FrameMetadata, StreamWriter, WriteError
 log = logging.getLogger(__name__)
 
 QUEUE_WAIT = 5.0
+GATHER_BYTES = 16 << 20
+"""Queued frames up to this many bytes are written together (few large writes)."""
 
 
 @dataclass(frozen=True)
@@ -141,49 +143,80 @@ class Session:
 
     # -- the writer thread ---------------------------------------------------------------
     def _run(self) -> None:
+        pending: _Item | None = None
         try:
             while True:
-                try:
-                    item = self._queue.get(timeout=QUEUE_WAIT)
-                except queue.Empty:
-                    continue
+                item, pending = pending, None
+                if item is None:
+                    try:
+                        item = self._queue.get(timeout=QUEUE_WAIT)
+                    except queue.Empty:
+                        continue
                 if isinstance(item, _FinishItem):
                     self._finalize(item.reason, item.metadata, item.error)
                     return
-                self._apply(item)
+                if isinstance(item, _WriteItem):
+                    writes, pending = self._gather(item)
+                    self._write(writes)
+                else:
+                    self._apply(item)
         finally:
             self._done.set()
 
-    def _apply(self, item: _WriteItem | _SkipItem | _DropItem) -> None:
+    def _gather(self, first: _WriteItem) -> tuple[list[_WriteItem], _Item | None]:
+        """The write items queued behind ``first`` (up to GATHER_BYTES) and the next other item."""
+        writes, size = [first], first.nbytes
+        while size < GATHER_BYTES:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _WriteItem):
+                return writes, item
+            writes.append(item)
+            size += item.nbytes
+        return writes, None
+
+    def _write(self, writes: list[_WriteItem]) -> None:
+        frames = sum(len(item.frames) for item in writes)
+        written_before = self.writer.frames_written
         try:
             if self.error is None:
-                if isinstance(item, _WriteItem):
-                    self.writer.write(item.frames, item.frame_metadata)
-                elif isinstance(item, _SkipItem):
+                self.writer.write_batch([(item.frames, item.frame_metadata) for item in writes])
+            else:
+                self.frames_lost += frames
+        except Exception as exc:  # noqa: BLE001 - fails this acquisition only; _fail logs it
+            self.frames_lost += frames - (self.writer.frames_written - written_before)
+            self._fail(exc)
+        finally:
+            for item in writes:
+                self._queued_bytes -= item.nbytes
+                self._budget.release(item.nbytes)
+
+    def _apply(self, item: _SkipItem | _DropItem) -> None:
+        try:
+            if self.error is None:
+                if isinstance(item, _SkipItem):
                     self.writer.skip(item.count)
                 else:
                     self.writer.note_dropped(item.count)
-            elif isinstance(item, _WriteItem):
-                self.frames_lost += len(item.frames)
-        except Exception as exc:
-            self.error = (
-                (exc.strerror or str(exc))
-                if isinstance(exc, OSError)
-                else f"{type(exc).__name__}: {exc}"
-            )
-            log.error(
-                "acquisition %s: write failed, finalizing it as failed: %s",
-                self.acquisition,
-                self.error,
-                exc_info=not isinstance(exc, OSError),
-            )
-            if isinstance(item, _WriteItem):
-                self.frames_lost += len(item.frames)
-            self._finalize(FinishReason.ERROR, None, self.error)
-        finally:
-            if isinstance(item, _WriteItem):
-                self._queued_bytes -= item.nbytes
-                self._budget.release(item.nbytes)
+        except Exception as exc:  # noqa: BLE001 - fails this acquisition only; _fail logs it
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """A write failed: record why and finalize the acquisition as failed."""
+        self.error = (
+            (exc.strerror or str(exc))
+            if isinstance(exc, OSError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        log.error(
+            "acquisition %s: write failed, finalizing it as failed: %s",
+            self.acquisition,
+            self.error,
+            exc_info=not isinstance(exc, OSError),
+        )
+        self._finalize(FinishReason.ERROR, None, self.error)
 
     def _finalize(
         self, reason: FinishReason, metadata: dict[str, Any] | None, error: str | None

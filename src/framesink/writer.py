@@ -185,11 +185,26 @@ class StreamWriter:
         self, frames: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None = None
     ) -> None:
         """Append one frame or a chunk of frames (first axis = frame number)."""
-        chunk = self._as_chunk(frames)
-        if frame_metadata is not None and len(frame_metadata) != len(chunk):
-            raise ValueError(f"got {len(frame_metadata)} frame metadata for {len(chunk)} frames")
-        self._check_room(len(chunk))
-        self._guard(self._append, chunk, frame_metadata)
+        self.write_batch([(frames, frame_metadata)])
+
+    def write_batch(
+        self, batch: Sequence[tuple[np.ndarray[Any, Any], Sequence[FrameMetadata] | None]]
+    ) -> None:
+        """Append several chunks, each with its optional per-frame metadata.
+
+        They reach the file in as few large writes as possible: the daemon hands over
+        whatever is queued, so small messages still make large writes.
+        """
+        chunks = [self._as_chunk(frames) for frames, _ in batch]
+        metadata: list[FrameMetadata] = []
+        for chunk, (_, frame_metadata) in zip(chunks, batch, strict=True):
+            if frame_metadata is not None and len(frame_metadata) != len(chunk):
+                raise ValueError(
+                    f"got {len(frame_metadata)} frame metadata for {len(chunk)} frames"
+                )
+            metadata.extend([None] * len(chunk) if frame_metadata is None else frame_metadata)
+        self._check_room(len(metadata))
+        self._guard(self._append, chunks, metadata)
 
     def skip(self, count: int) -> None:
         """Record ``count`` frames as missing; they are zero-filled in the file."""
@@ -247,15 +262,15 @@ class StreamWriter:
             raise (OSError(exc.errno, message) if exc.errno else OSError(message)) from exc
 
     def _append(
-        self, chunk: np.ndarray[Any, Any], frame_metadata: Sequence[FrameMetadata] | None
+        self, chunks: Sequence[np.ndarray[Any, Any]], frame_metadata: Sequence[FrameMetadata]
     ) -> None:
         first = self.frames_in_file
         try:
-            self._series.append(chunk)
+            self._series.append(chunks)
         finally:
             stored = self.frames_in_file - first
             self.frames_written += stored
-            for offset, meta in enumerate((frame_metadata or [])[:stored]):
+            for offset, meta in enumerate(frame_metadata[:stored]):
                 if meta:
                     self._write_sidecar_line(first + offset, meta)
         self._after_write()
