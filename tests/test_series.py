@@ -148,7 +148,7 @@ def test_pixel_file_writes_from_unaligned_memory_and_at_unaligned_offsets(tmp_pa
 def test_gathered_writes_span_staging_rounds(tmp_path: Path) -> None:
     path = tmp_path / "big.bin"
     path.write_bytes(b"")
-    frames = pattern(7, (1536, 2048), "uint16")  # 6 MiB each: 42 MiB, three stagings
+    frames = pattern(7, (1536, 2048), "uint16")  # 6 MiB each: 42 MiB, several stagings
     unaligned = [
         np.frombuffer(b"\0" * 16 + frame.tobytes(), np.uint16, offset=16) for frame in frames
     ]

@@ -31,7 +31,7 @@ DIRECT_ALIGNMENT = 512
 """Offset and length alignment O_DIRECT needs on common block devices (4Kn disks
 need 4096; they reject the write with EINVAL and the file falls back)."""
 MEMORY_ALIGNMENT = mmap.PAGESIZE
-STAGING_BYTES = 16 << 20
+STAGING_BYTES = 8 << 20
 """Largest single write: large writes keep a busy two-core machine's disk streaming."""
 
 
