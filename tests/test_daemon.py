@@ -461,3 +461,26 @@ def test_sigterm_under_backpressure_finalizes_every_acquisition(start_daemon: St
         assert written >= 1
         np.testing.assert_array_equal(pixels.reshape(-1, 256, 256)[:written], frames[:written])
         assert not (daemon.data_root / name / "framesink-journal.jsonl").exists()
+
+
+@pytest.mark.parametrize(("flags", "direct"), [((), True), (("--no-direct-io",), False)])
+def test_direct_io_is_on_by_default_and_can_be_turned_off(
+    start_daemon: StartDaemon, flags: tuple[str, ...], direct: bool
+) -> None:
+    daemon = start_daemon("--socket", "pull", *flags)
+    frames = pattern(9, (64, 64), "uint16")
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
+        acquisition = publisher.start(
+            "d",
+            {"axes": "TYX"},
+            output_path="d",
+            output_name="d",
+            dtype="uint16",
+            frame_shape=(64, 64),
+        )
+        acquisition.send(frames[:4], chunk=4)
+        acquisition.send(frames[4:], chunk=1)
+        entry = acquisition.stop(wait=30)
+    assert entry is not None
+    assert (entry["complete"], entry["direct_io"]) == (True, direct)
+    np.testing.assert_array_equal(read_tiff(daemon.data_root / "d/d.ome.tiff")[1], frames)

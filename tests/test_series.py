@@ -119,6 +119,7 @@ def test_direct_io_is_used_where_the_filesystem_allows_it(tmp_path: Path) -> Non
     odd = FrameLayout.create("TYX", "uint16", (3, 5))
     buffered = ContiguousSeries(tmp_path / "b.tif", odd, description=DESCRIPTION)
     buffered.append([pattern(2, (3, 5), "uint16")])
+    assert not buffered.is_direct
     buffered.close()
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "b.tif"), pattern(2, (3, 5), "uint16"))
 

@@ -51,13 +51,14 @@ class PixelFile:
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
         self._direct_fd: int | None = None
         self._staging: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+        self._bypasses_cache = False
         if direct:
             self._open_direct()
 
     @property
     def is_direct(self) -> bool:
-        """True while writes bypass the page cache."""
-        return self._direct_fd is not None
+        """True if writes bypass the page cache (stays so after close)."""
+        return self._bypasses_cache
 
     def _open_direct(self) -> None:
         flag = getattr(os, "O_DIRECT", 0)
@@ -66,9 +67,10 @@ class PixelFile:
         try:
             self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | flag)
         except OSError as exc:
-            log.debug("%s: no O_DIRECT (%s); writing through the page cache", self.path, exc)
+            log.info("%s: no O_DIRECT (%s); writing through the page cache", self.path.name, exc)
             return
         self._staging = aligned_buffer(STAGING_BYTES)
+        self._bypasses_cache = True
 
     def write_at(self, offset: int, buffers: Sequence[np.ndarray[Any, Any]]) -> None:
         """Write ``buffers`` (C-contiguous arrays) back to back from ``offset``.
@@ -84,9 +86,12 @@ class PixelFile:
                 if exc.errno != errno.EINVAL:
                     raise
                 log.info(
-                    "%s: O_DIRECT refused (%s); writing through the page cache", self.path, exc
+                    "%s: O_DIRECT refused (%s); writing through the page cache",
+                    self.path.name,
+                    exc,
                 )
                 self._close_direct()
+                self._bypasses_cache = False
         done = 0
         for buffer in buffers:
             _write_all(self._fd, offset + done, _bytes_of(buffer), done)

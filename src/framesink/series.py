@@ -19,7 +19,7 @@ import numpy as np
 import tifffile
 
 from .layout import FrameLayout
-from .pixels import PartialWriteError, PixelFile
+from .pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +110,22 @@ class ContiguousSeries:
                 "reserving every page through tifffile (slower)",
                 self.path.name,
             )
-        self._pixels = PixelFile(self.path, direct=self._direct_io and self._counts_pages_itself)
+        self._pixels = PixelFile(self.path, direct=self._direct_io and self._can_write_directly())
         self._data_offset = offset
         self._reserved = 1
+
+    def _can_write_directly(self) -> bool:
+        if not self._counts_pages_itself:
+            return False
+        if self.layout.frame_bytes % DIRECT_ALIGNMENT:
+            log.info(
+                "%s: frames of %d bytes are not a multiple of %d; writing through the page cache",
+                self.path.name,
+                self.layout.frame_bytes,
+                DIRECT_ALIGNMENT,
+            )
+            return False
+        return True
 
     def _tifffile_state_is_known(self, offset: int) -> bool:
         """True if tifffile keeps the series as this module expects (one page, here)."""

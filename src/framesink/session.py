@@ -132,6 +132,7 @@ class Session:
             "frames_missing": writer.frames_missing,
             "frames_dropped": writer.frames_dropped,
             "bytes_written": writer.bytes_written,
+            "direct_io": writer.direct_io,
             "queued_bytes": self._queued_bytes,
             "frames_discarded_after_error": self.frames_lost,
             "frames_per_s": round(writer.frames_written / elapsed, 1) if record is None else None,

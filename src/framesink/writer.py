@@ -133,6 +133,11 @@ class StreamWriter:
         return self._series.pages
 
     @property
+    def direct_io(self) -> bool:
+        """True if pixels were written past the page cache (O_DIRECT)."""
+        return self._series.is_direct
+
+    @property
     def bytes_written(self) -> int:
         """Pixel bytes received and written (zero-filled frames not counted)."""
         return self.frames_written * self.layout.frame_bytes
