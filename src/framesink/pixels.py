@@ -3,8 +3,9 @@
 tifffile lays out a contiguous series as one IFD, then the pixels of every page back
 to back, then the remaining IFDs at close. The pixels in between are plain bytes at
 ``data_offset + index * frame_bytes``, so they need not pass through tifffile. Written
-with ``O_DIRECT`` they skip the copy into the page cache, which profiling showed to be
-the daemon's bottleneck, and they leave no gigabytes of dirty pages behind.
+with ``O_DIRECT`` they skip the page cache: no gigabytes of dirty pages behind a long
+acquisition, and a write rate that does not depend on the page cache's state
+(docs/performance.md).
 
 ``O_DIRECT`` needs aligned memory, offsets and lengths. Memory is made aligned by a
 staging buffer; an unaligned offset or length, a filesystem without ``O_DIRECT``
@@ -32,7 +33,7 @@ DIRECT_ALIGNMENT = 512
 need 4096; they reject the write with EINVAL and the file falls back)."""
 MEMORY_ALIGNMENT = mmap.PAGESIZE
 STAGING_BYTES = 8 << 20
-"""Largest single write: large writes keep a busy two-core machine's disk streaming."""
+"""Largest single write; larger writes measured no faster here and cost memory."""
 
 
 class PartialWriteError(OSError):
