@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def test_pixel_file_writes_from_unaligned_memory_and_at_unaligned_offsets(tmp_pa
     unaligned = source[17:]  # 16-byte-ish alignment, as received messages have
     aligned = aligned_buffer(4 * DIRECT_ALIGNMENT)
     aligned[:] = 7
-    with PixelFile(path, direct=True) as pixels:
+    with closing(PixelFile(path, direct=True)) as pixels:
         assert pixels.is_direct
         pixels.write_at(0, [unaligned])
         pixels.write_at(unaligned.nbytes, [aligned])
@@ -153,7 +154,7 @@ def test_gathered_writes_span_staging_rounds(tmp_path: Path) -> None:
     unaligned = [
         np.frombuffer(b"\0" * 16 + frame.tobytes(), np.uint16, offset=16) for frame in frames
     ]
-    with PixelFile(path, direct=True) as pixels:
+    with closing(PixelFile(path, direct=True)) as pixels:
         pixels.write_at(DIRECT_ALIGNMENT, unaligned[:1])
         pixels.write_at(DIRECT_ALIGNMENT + frames[0].nbytes, unaligned[1:])
         assert pixels.is_direct

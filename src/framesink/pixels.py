@@ -21,8 +21,7 @@ import mmap
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 
@@ -140,17 +139,6 @@ class PixelFile:
             os.close(self._direct_fd)
             self._direct_fd = None
         self._staging = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def aligned_buffer(size: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
