@@ -40,6 +40,7 @@ from framesink.control import request
 from framesink.demo import serve_command, wait_until_ready
 from framesink.progress import ProgressBar
 from framesink.publisher import Publisher
+from framesink.writer import StreamWriter
 
 POOL = 8
 STATUS_INTERVAL = 0.02
@@ -294,18 +295,56 @@ def benchmark_case(
     """
     results = [baseline(folder, case, "baseline #1")]
     for number, transport in enumerate(transports, start=2):
-        run = run_framesink(
-            folder,
-            case=case,
-            transport=transport,
-            socket_kind="pull",
-            daemon_args=daemon_args,
-            quiet=quiet,
-        )
+        if transport == "inproc":
+            result = in_process(folder, case, direct_io="--no-direct-io" not in daemon_args)
+        else:
+            run = run_framesink(
+                folder,
+                case=case,
+                transport=transport,
+                socket_kind="pull",
+                daemon_args=daemon_args,
+                quiet=quiet,
+            )
+            result = framesink_result(case, f"framesink {transport} pull", run, 0)
         before, after = results[-1], baseline(folder, case, f"baseline #{number}")
-        reference = (before.total_mb_s + after.total_mb_s) / 2
-        results += [framesink_result(case, f"framesink {transport} pull", run, reference), after]
+        result.ratio = round(result.total_mb_s / ((before.total_mb_s + after.total_mb_s) / 2), 3)
+        results += [result, after]
     return results
+
+
+def in_process(folder: Path, case: Case, direct_io: bool) -> Result:
+    """framesink's StreamWriter in the camera's own process: no socket, no daemon."""
+    pool = frame_pool(case.shape)
+    stack = np.concatenate([pool] * (case.chunk // POOL + 1))[: case.chunk]
+    prefault(case)
+    start = time.perf_counter()
+    writer = StreamWriter(
+        folder / "inproc",
+        "bench",
+        {"axes": "TYX"},
+        dtype="uint16",
+        frame_shape=case.shape,
+        overwrite=True,
+        direct_io=direct_io,
+    )
+    for first in range(0, case.count, case.chunk):
+        size = min(case.chunk, case.count - first)
+        writer.write(stack[:size] if case.chunk > 1 else pool[first % POOL])
+    ingest = time.perf_counter() - start
+    record = writer.finalize()
+    total = time.perf_counter() - start
+    pages = count_pages(folder / "inproc" / record.files.tiff)
+    shutil.rmtree(folder / "inproc")
+    return make_result(
+        case,
+        "framesink in-process",
+        ingest,
+        total,
+        frames_written=record.frames_written,
+        frames_missing=record.frames_missing,
+        unaccounted=pages - record.frames_written - record.frames_missing,
+    )
 
 
 def overload(folder: Path, count: int, quiet: bool) -> Result:
@@ -328,6 +367,38 @@ def median_ratios(results: list[Result]) -> dict[tuple[str, str], float]:
         if result.ratio is not None and result.mode.startswith("framesink"):
             ratios.setdefault((result.case, result.mode), []).append(result.ratio)
     return {key: statistics.median(values) for key, values in ratios.items()}
+
+
+def goals(results: list[Result]) -> list[str]:
+    """The performance goals, each with the figure that decides it (where this run has one)."""
+    lines = []
+    ratios = median_ratios(results)
+    large = ratios.get(("large 2048x2048 u16", "framesink tcp pull"))
+    if large is not None:
+        verdict = "met" if large >= 0.9 else "NOT met"
+        lines.append(f"large frames over tcp >= 0.9x the baseline: median {large:.2f}  {verdict}")
+    daemon_runs = [r for r in results if r.peak_rss_mb is not None]
+    big = [r for r in daemon_runs if r.total_mb_s * r.total_s >= 5000]
+    if big:
+        peak_mb = max(r.peak_rss_mb or 0.0 for r in big) * 2**20 / MB
+        verdict = "met" if peak_mb <= 200 else "NOT met"
+        lines.append(f"daemon peak RSS <= 200 MB over >= 5 GB: max {peak_mb:.0f} MB  {verdict}")
+    small = [r for r in daemon_runs if r.case.startswith("small") and r.mode.endswith("pull")]
+    if small:
+        rate = statistics.median(r.total_frames_s for r in small)
+        lost = sum(r.frames - (r.frames_written or 0) for r in small)
+        verdict = "met" if rate >= 10_000 and lost == 0 else "NOT met"
+        lines.append(
+            f"small frames >= 10,000/s over PULL, none lost: median {rate:,.0f}/s, "
+            f"{lost} lost  {verdict}"
+        )
+    for r in (r for r in daemon_runs if r.mode.endswith("sub")):
+        exact = r.frames_missing == r.frames - (r.frames_written or 0) and r.unaccounted == 0
+        lines.append(
+            f"SUB overload, missing == not written: {r.frames_missing} missing, "
+            f"{r.frames} - {r.frames_written} not written  {'met' if exact else 'NOT met'}"
+        )
+    return lines
 
 
 def table(results: list[Result]) -> str:
@@ -389,7 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overload-count", type=int, default=400, help="frames in the SUB overload run (0: skip)"
     )
-    parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc")
+    parser.add_argument(
+        "--transports",
+        default="tcp,ipc,inproc",
+        help="comma-separated: tcp, ipc (publisher process -> daemon), inproc (StreamWriter "
+        "in the publishing process)",
+    )
     parser.add_argument(
         "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"
     )
@@ -450,7 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     if arguments.json:
         print(
             json.dumps(
-                {"runs": [asdict(r) for r in results], "median_ratios": median_ratios(results)},
+                {
+                    "runs": [asdict(r) for r in results],
+                    "median_ratios": {
+                        f"{name}: {mode}": ratio
+                        for (name, mode), ratio in median_ratios(results).items()
+                    },
+                    "goals": goals(results),
+                },
                 indent=2,
             )
         )
@@ -458,6 +541,9 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results))
         for (name, mode), ratio in median_ratios(results).items():
             print(f"median ratio over {arguments.repeat} round(s): {name}, {mode}: {ratio:.3f}")
+        print("\ngoals:")
+        for line in goals(results):
+            print(f"  {line}")
         print(
             "\nratio: total MB/s over the mean of the baselines run just before and after it.\n"
             "unaccounted: pages that are neither written frames nor listed missing (must be 0)."
