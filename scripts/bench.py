@@ -349,7 +349,7 @@ def in_process(folder: Path, case: Case, direct_io: bool) -> Result:
 
 def overload(folder: Path, count: int, quiet: bool) -> Result:
     case = Case("SUB overload 2048x2048 u16", (2048, 2048), count, 1)
-    args = ["--queue-bytes", "64MiB", "--fsync-interval", "0.05", "--idle-timeout", "30"]
+    args = ["--queue-bytes", "48MiB", "--fsync-interval", "0.05", "--idle-timeout", "30"]
     return framesink_result(
         case,
         "framesink ipc sub",
