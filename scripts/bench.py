@@ -35,6 +35,7 @@ from typing import Any, Literal
 import numpy as np
 import psutil
 import tifffile
+import zmq
 
 from framesink.control import request
 from framesink.demo import serve_command, wait_until_ready
@@ -242,6 +243,9 @@ def publish(job: dict[str, Any]) -> None:
     pool = frame_pool((height, width))
     chunk = job["chunk"]
     stack = np.concatenate([pool] * (chunk // POOL + 1))[:chunk]
+    if job["kind"] == "raw":
+        publish_raw(job, pool, stack)
+        return
     hwm = 1000 if job["kind"] == "push" else 100_000
     with Publisher(
         job["endpoint"], kind=job["kind"], high_water_mark=hwm, control=job["control"]
@@ -264,6 +268,73 @@ def publish(job: dict[str, Any]) -> None:
                 0.5
             )  # let PUB's queue drain so that the stop is not dropped at the high-water mark
         acquisition.stop(wait=600)
+
+
+def publish_raw(
+    job: dict[str, Any], pool: np.ndarray[Any, Any], stack: np.ndarray[Any, Any]
+) -> None:
+    """The same frames as plain two-part PUSH messages, for the minimal pipeline."""
+    context: zmq.Context[Any] = zmq.Context()
+    socket = context.socket(zmq.PUSH)
+    socket.setsockopt(zmq.SNDHWM, 1000)
+    socket.connect(job["endpoint"])
+    print("ready", flush=True)
+    sys.stdin.readline()
+    chunk = job["chunk"]
+    for first in range(0, job["count"], chunk):
+        size = min(chunk, job["count"] - first)
+        socket.send_multipart([b"f", stack[:size] if chunk > 1 else pool[first % POOL]], copy=False)
+    socket.close(linger=-1)
+    context.term()
+
+
+def minimal_pipeline(folder: Path, case: Case) -> Result:
+    """A reference with no framesink code: PULL over tcp, one copy into an aligned
+    buffer, an O_DIRECT write (plain write where refused), fsync. What the machine
+    allows a separate receiving process, measured in the same run."""
+    context: zmq.Context[Any] = zmq.Context()
+    socket = context.socket(zmq.PULL)
+    socket.setsockopt(zmq.RCVHWM, 4)
+    port = socket.bind_to_random_port("tcp://127.0.0.1")
+    job: dict[str, Any] = {"endpoint": f"tcp://127.0.0.1:{port}", "kind": "raw"}
+    job |= {"shape": case.shape, "count": case.count, "chunk": case.chunk}
+    path = folder / "minimal.bin"
+    message_bytes = case.chunk * case.frame_bytes
+    raw = np.empty(message_bytes + 4096, np.uint8)
+    staging = raw[-raw.ctypes.data % 4096 :][:message_bytes]
+    with subprocess.Popen(
+        [sys.executable, __file__, "--publish", json.dumps(job)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as publisher:
+        assert publisher.stdin is not None
+        assert publisher.stdout is not None
+        if publisher.stdout.readline().strip() != "ready":
+            raise RuntimeError("the publisher did not start")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
+        except OSError:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+        prefault(case)
+        start = time.perf_counter()
+        publisher.stdin.write("go\n")
+        publisher.stdin.flush()
+        offset = 0
+        while offset < case.count * case.frame_bytes:
+            if not socket.poll(30_000):
+                raise RuntimeError("the raw publisher stopped sending")
+            pixels = np.frombuffer(socket.recv_multipart(copy=False)[1].buffer, np.uint8)
+            np.copyto(staging[: pixels.nbytes], pixels)
+            offset += os.pwrite(fd, staging[: pixels.nbytes].data, offset)
+        os.fsync(fd)
+        total = time.perf_counter() - start
+        os.close(fd)
+        publisher.wait(60)
+    socket.close(linger=0)
+    context.term()
+    path.unlink()
+    return make_result(case, "minimal tcp pipeline", total, total)
 
 
 def framesink_result(
@@ -297,6 +368,8 @@ def benchmark_case(
     for number, transport in enumerate(transports, start=2):
         if transport == "inproc":
             result = in_process(folder, case, direct_io="--no-direct-io" not in daemon_args)
+        elif transport == "minimal":
+            result = minimal_pipeline(folder, case)
         else:
             run = run_framesink(
                 folder,
@@ -462,9 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--transports",
-        default="tcp,ipc,inproc",
+        default="tcp,ipc,inproc,minimal",
         help="comma-separated: tcp, ipc (publisher process -> daemon), inproc (StreamWriter "
-        "in the publishing process)",
+        "in the publishing process), minimal (tcp to a receive-copy-write loop with no "
+        "framesink code: the machine's ceiling for a separate receiver)",
     )
     parser.add_argument(
         "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"

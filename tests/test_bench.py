@@ -26,7 +26,7 @@ def test_bench_runs_every_mode_and_accounts_for_every_frame(tmp_path: Path) -> N
             "--overload-count",
             "12",
             "--transports",
-            "tcp,ipc,inproc",
+            "tcp,ipc,inproc,minimal",
             "--no-warmup",
             "--no-prefault",
             "--json",
@@ -43,7 +43,8 @@ def test_bench_runs_every_mode_and_accounts_for_every_frame(tmp_path: Path) -> N
         for mode in ("framesink tcp pull", "framesink ipc pull", "framesink in-process"):
             assert (case, mode) in modes
             assert f"{case}: {mode}" in report["median_ratios"]
-        assert [m for c, m in modes if c == case].count("baseline #4") == 1
+        assert [m for c, m in modes if c == case].count("baseline #5") == 1
+        assert (case, "minimal tcp pipeline") in modes
     for run in report["runs"]:
         assert run["total_mb_s"] > 0
         if run["mode"].startswith("framesink") and run["mode"].endswith(("pull", "process")):
