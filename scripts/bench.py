@@ -178,20 +178,10 @@ def run_framesink(
                 "count": case.count,
                 "chunk": case.chunk,
             }
-            with subprocess.Popen(
-                [sys.executable, __file__, "--publish", json.dumps(job)],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            ) as publisher:
-                assert publisher.stdin is not None
-                assert publisher.stdout is not None
-                if publisher.stdout.readline().strip() != "ready":
-                    raise RuntimeError("the publisher did not start")
+            with start_publisher(job) as publisher:
                 prefault(case)
                 start = time.perf_counter()
-                publisher.stdin.write("go\n")
-                publisher.stdin.flush()
+                go(publisher)
                 ingest, total = follow(control, case, start, quiet)
                 publisher.wait(120)
             sampler.stopping.set()
@@ -203,6 +193,27 @@ def run_framesink(
     record["pages"] = count_pages(root / "bench" / record["files"]["tiff"])
     shutil.rmtree(root)
     return record, ingest, total, sampler
+
+
+def start_publisher(job: dict[str, Any]) -> subprocess.Popen[str]:
+    """The publisher process, connected and waiting for ``go``."""
+    publisher = subprocess.Popen(
+        [sys.executable, __file__, "--publish", json.dumps(job)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert publisher.stdout is not None
+    if publisher.stdout.readline().strip() != "ready":
+        publisher.kill()
+        raise RuntimeError("the publisher did not start")
+    return publisher
+
+
+def go(publisher: subprocess.Popen[str]) -> None:
+    assert publisher.stdin is not None
+    publisher.stdin.write("go\n")
+    publisher.stdin.flush()
 
 
 def follow(control: str, case: Case, start: float, quiet: bool) -> tuple[float, float]:
@@ -302,24 +313,14 @@ def minimal_pipeline(folder: Path, case: Case) -> Result:
     message_bytes = case.chunk * case.frame_bytes
     raw = np.empty(message_bytes + 4096, np.uint8)
     staging = raw[-raw.ctypes.data % 4096 :][:message_bytes]
-    with subprocess.Popen(
-        [sys.executable, __file__, "--publish", json.dumps(job)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as publisher:
-        assert publisher.stdin is not None
-        assert publisher.stdout is not None
-        if publisher.stdout.readline().strip() != "ready":
-            raise RuntimeError("the publisher did not start")
+    with start_publisher(job) as publisher:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
         except OSError:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT)
         prefault(case)
         start = time.perf_counter()
-        publisher.stdin.write("go\n")
-        publisher.stdin.flush()
+        go(publisher)
         offset = 0
         while offset < case.count * case.frame_bytes:
             if not socket.poll(30_000):
