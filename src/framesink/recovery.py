@@ -8,11 +8,13 @@ metadata come from the journal.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -24,7 +26,8 @@ from .writer import StreamWriter, WriteError
 log = logging.getLogger(__name__)
 
 RECOVERY_FOLDER = ".framesink-recovery"
-COPY_CHUNK_BYTES = 64 << 20
+COPY_CHUNK_BYTES = 16 << 20
+"""Frames are copied through one reused buffer of this size (memory stays flat)."""
 
 
 class RecoveryError(RuntimeError):
@@ -142,21 +145,34 @@ def _copy_frames(
         return
     capacity = writer.layout.capacity
     frames = frames if capacity is None else min(frames, capacity)
-    pixels = np.memmap(
-        partial,
-        dtype=writer.layout.dtype,
-        mode="r",
-        offset=data_offset,
-        shape=(frames, *writer.layout.frame_shape),
-    )
-    for start, stop, missing in _segments(frames, state.missing_ranges):
-        if missing:
-            writer.skip(stop - start)
-            continue
-        step = max(1, COPY_CHUNK_BYTES // writer.layout.frame_bytes)
-        for first in range(start, stop, step):
-            writer.write(np.asarray(pixels[first : min(stop, first + step)]))
-    del pixels
+    frame_bytes = writer.layout.frame_bytes
+    step = max(1, COPY_CHUNK_BYTES // frame_bytes)
+    buffer = np.empty(step * frame_bytes, np.uint8)
+    with partial.open("rb", buffering=0) as source:
+        for start, stop, missing in _segments(frames, state.missing_ranges):
+            if missing:
+                writer.skip(stop - start)
+                continue
+            for first in range(start, stop, step):
+                count = min(stop, first + step) - first
+                chunk = buffer[: count * frame_bytes]
+                source.seek(data_offset + first * frame_bytes)
+                if not _read_exactly(source, chunk):
+                    raise RecoveryError(f"{partial.name} ended while frame {first} was read")
+                writer.write(
+                    chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape)
+                )
+
+
+def _read_exactly(source: io.RawIOBase, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
+    """Fill ``into`` from the current position; False if the file ends first."""
+    view, done = into.data, 0
+    while done < into.nbytes:
+        got = source.readinto(view[done:])
+        if not got:
+            return False
+        done += got
+    return True
 
 
 def _segments(frames: int, missing_ranges: list[list[int]]) -> Iterator[tuple[int, int, bool]]:
