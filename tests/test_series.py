@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import closing
@@ -168,6 +169,9 @@ def disk_with_4k_sectors(tmp_path: Path) -> Iterator[Path]:
     """A real ext4 on a loop device with 4096-byte sectors, as on 4Kn disks."""
     if os.geteuid() != 0:
         pytest.skip("loop devices need root (CI runs as root)")
+    tools = ("losetup", "mkfs.ext4", "mount", "umount")
+    if not all(shutil.which(tool) for tool in tools):
+        pytest.skip(f"needs {', '.join(tools)}")
     image = tmp_path / "disk.img"
     with image.open("wb") as handle:
         handle.truncate(64 << 20)
