@@ -27,6 +27,7 @@ def test_status_table_shows_acquisitions_errors_and_counters() -> None:
                 "reason": None,
                 "path": "/data/b/x.ome.tiff.partial",
                 "error": None,
+                "direct_io": True,
             },
             {
                 "acquisition": "run-1",
@@ -57,7 +58,19 @@ def test_status_table_shows_acquisitions_errors_and_counters() -> None:
     )
     header = next(line for line in lines if line.startswith("ACQUISITION"))
     row = next(line for line in lines if line.startswith("run-2"))
-    assert row.split() == ["run-2", "open", "7", "1", "0", "10", "-", "/data/b/x.ome.tiff.partial"]
+    assert row.split() == [
+        "run-2",
+        "open",
+        "7",
+        "1",
+        "0",
+        "10",
+        "-",
+        "direct",
+        "/data/b/x.ome.tiff.partial",
+    ]
+    failed = next(line for line in lines if line.startswith("run-1"))
+    assert failed.split()[-2:] == ["cache", "/data/a/x.ome.tiff"]
     assert header.index("WRITTEN") == row.index("7")
     assert "  ! run-1: disk full" in lines
     assert "messages:     messages=20  bad_messages=1" in lines

@@ -43,7 +43,9 @@ def _daemon_lines(status: dict[str, Any]) -> list[str]:
 def _acquisition_lines(acquisitions: list[dict[str, Any]]) -> list[str]:
     if not acquisitions:
         return ["no acquisitions yet"]
-    rows = [("ACQUISITION", "STATE", "WRITTEN", "MISSING", "DROPPED", "RATE/s", "REASON", "PATH")]
+    rows = [
+        ("ACQUISITION", "STATE", "WRITTEN", "MISSING", "DROPPED", "RATE/s", "REASON", "IO", "PATH")
+    ]
     for entry in acquisitions:
         rate = entry.get("frames_per_s")
         rows.append(
@@ -55,6 +57,7 @@ def _acquisition_lines(acquisitions: list[dict[str, Any]]) -> list[str]:
                 str(entry["frames_dropped"]),
                 "-" if rate is None else f"{rate:.0f}",
                 str(entry.get("reason") or "-"),
+                "direct" if entry.get("direct_io") else "cache",
                 str(entry["path"]),
             )
         )
