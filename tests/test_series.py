@@ -140,7 +140,6 @@ def test_pixel_file_writes_from_unaligned_memory_and_at_unaligned_offsets(tmp_pa
         pixels.write_at(unaligned.nbytes, [aligned])
         pixels.write_at(unaligned.nbytes + aligned.nbytes + 3, [source[:5]])
         assert pixels.is_direct
-        pixels.sync()
     data = np.fromfile(path, np.uint8)
     np.testing.assert_array_equal(data[: unaligned.nbytes], unaligned)
     assert (data[unaligned.nbytes : unaligned.nbytes + aligned.nbytes] == 7).all()

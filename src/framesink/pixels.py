@@ -124,9 +124,6 @@ class PixelFile:
         if os.fstat(self._fd).st_size < size:
             os.ftruncate(self._fd, size)
 
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
     def close(self) -> None:
         """Idempotent."""
         self._close_direct()

@@ -51,11 +51,8 @@ class ContiguousSeries:
 
     @property
     def is_direct(self) -> bool:
-        """True while pixels bypass the page cache."""
+        """True if pixels bypass the page cache."""
         return self._pixels is not None and self._pixels.is_direct
-
-    def fileno(self) -> int:
-        return self._tiff.filehandle.fileno()
 
     # -- appending ---------------------------------------------------------------------
     def append(self, chunks: Sequence[np.ndarray[Any, Any]]) -> None:
@@ -153,7 +150,7 @@ class ContiguousSeries:
     # -- closing -----------------------------------------------------------------------
     def sync(self) -> None:
         """Force the file to stable storage."""
-        os.fsync(self.fileno())
+        os.fsync(self._tiff.filehandle.fileno())
 
     def close(self) -> None:
         """Write the IFDs of the complete pages and close; a torn last page is cut off."""
@@ -165,10 +162,10 @@ class ContiguousSeries:
     def _cut_to_complete_pages(self) -> None:
         if self.pages == 0:
             raise OSError("no complete frame to keep")
-        if self.pages == self._reserved and not self._counts_pages_itself:
-            return
         if not self._counts_pages_itself:
-            raise OSError("this tifffile release cannot cut a torn frame off")
+            if self.pages != self._reserved:
+                raise OSError("this tifffile release cannot cut a torn frame off")
+            return
         end = self._offset(self.pages)
         handle = self._tiff.filehandle
         handle.flush()
