@@ -11,8 +11,8 @@ import argparse
 import sys
 import time
 
-from framesink.camera import SyntheticCamera, publish_synthetic
-from framesink.publisher import Publisher, PublishError
+from framesink import Publisher, PublishError
+from framesink.cli import SyntheticCamera, publish_synthetic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     if entry is not None:
-        print(
-            f"daemon wrote {entry['frames_written']} frames to {entry['path']} ({entry['reason']})"
-        )
+        print(f"daemon wrote {entry.frames_written} frames to {entry.path} ({entry.reason})")
     return 0
 
 

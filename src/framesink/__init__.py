@@ -1,16 +1,36 @@
-"""framesink: a streaming acquisition writer daemon (ZeroMQ frames in, OME-TIFF out)."""
+"""framesink: a streaming acquisition writer daemon (ZeroMQ frames in, OME-TIFF out).
 
-from ._version import __version__
-from .batch import save_config_frames
-from .layout import FrameLayout, LayoutError
-from .models import MetaData, OutputParameters
-from .publisher import PublishedAcquisition, Publisher, PublishError
-from .record import AcquisitionRecord, FinishReason
-from .recovery import RecoveryError, recover
-from .writer import StreamWriter, WriteError
+The public API: the batch function and its models, the streaming writer, recovery,
+the publisher client, the control client and the typed status it returns.
+"""
+
+from .core import (
+    AcquisitionEntry,
+    AcquisitionRecord,
+    AcquisitionState,
+    Counter,
+    CounterValues,
+    DaemonStatus,
+    FinishReason,
+    FrameLayout,
+    LayoutError,
+    MetaData,
+    OutputParameters,
+    WriteError,
+    __version__,
+)
+from .tiff import RecoveryError, StreamWriter, recover, save_config_frames
+from .transport import ControlClient, ControlError, PublishedAcquisition, Publisher, PublishError
 
 __all__ = [
+    "AcquisitionEntry",
     "AcquisitionRecord",
+    "AcquisitionState",
+    "ControlClient",
+    "ControlError",
+    "Counter",
+    "CounterValues",
+    "DaemonStatus",
     "FinishReason",
     "FrameLayout",
     "LayoutError",

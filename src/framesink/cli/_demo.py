@@ -1,0 +1,80 @@
+"""``framesink demo``: a real daemon process and the synthetic camera, end to end."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from ..daemon import serve_command, wait_until_ready
+from ..tiff import read_record
+from ..transport import Publisher
+from ._camera import SyntheticCamera, publish_synthetic
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 120.0
+
+
+def run_demo(
+    data_root: Path | None, frames: int, shape: tuple[int, ...], dtype: str, rate: float | None
+) -> int:
+    root = (data_root or Path(tempfile.mkdtemp(prefix="framesink-demo-"))).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
+        ingest, control = f"ipc://{sockets}/ingest", f"ipc://{sockets}/control"
+        command = serve_command(root, bind=[ingest], control=control, socket="pull")
+        entry = None
+        with subprocess.Popen(command) as daemon:
+            try:
+                wait_until_ready(control, daemon, READY_TIMEOUT_S)
+                print(
+                    f"daemon ready (pid {daemon.pid}); "
+                    f"publishing {frames} frames of {list(shape)} {dtype}",
+                    file=sys.stderr,
+                )
+                with Publisher(ingest, kind="push", control=control) as publisher:
+                    entry = publish_synthetic(
+                        publisher,
+                        SyntheticCamera(shape, dtype, rate),
+                        acquisition="demo",
+                        count=frames,
+                        output_path="demo",
+                        output_name="synthetic",
+                        chunk=4,
+                        wait=STOP_TIMEOUT_S,
+                    )
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                code = daemon.wait(STOP_TIMEOUT_S)
+    # The daemon never reuses a folder: a second demo in the same root goes to demo_1, ...
+    folder = Path(entry.path).parent if entry else root / "demo"
+    return _report(folder, code)
+
+
+def _report(folder: Path, code: int) -> int:
+    metadata = folder / "metadata.json"
+    if code != 0 or not metadata.exists():
+        print(
+            f"demo failed: daemon exit code {code}; {metadata} "
+            f"{'exists' if metadata.exists() else 'is missing'}",
+            file=sys.stderr,
+        )
+        return 1
+    record = read_record(folder)
+    tiff = folder / record.files.tiff
+    print(f"wrote {tiff}")
+    print(
+        f"  shape {record.shape} ({record.axes}), {record.dtype}, "
+        f"{record.frames_written} frames written, {record.frames_missing} missing, "
+        f"complete={record.complete}, {tiff.stat().st_size / 2**20:.1f} MiB"
+    )
+    print(f"  metadata: {metadata}")
+    if record.files.sidecar:
+        print(f"  per-frame metadata: {folder / record.files.sidecar}")
+    print(
+        f"  open it: python -c \"import tifffile; print(tifffile.imread('{tiff}').shape)\""
+        "  (or drag it into Fiji)"
+    )
+    return 0 if record.complete else 1

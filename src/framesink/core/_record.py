@@ -1,0 +1,68 @@
+"""The acquisition record kept under the reserved ``framesink`` key of metadata.json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from ._models import RESERVED_METADATA_KEY
+from ._names import METADATA_FILE
+
+
+class FinishReason(StrEnum):
+    """Why an acquisition ended."""
+
+    STOP = "stop"
+    ABORT = "abort"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "shutdown"
+    ERROR = "error"
+    RECOVERED = "recovered"
+
+
+class AcquisitionFiles(BaseModel):
+    """Names (relative to the acquisition folder) of the files an acquisition produced."""
+
+    tiff: str
+    sidecar: str | None
+    metadata: str = METADATA_FILE
+
+
+class AcquisitionRecord(BaseModel):
+    """What happened to one acquisition; stored in metadata.json under ``framesink``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    acquisition: str
+    files: AcquisitionFiles
+    dtype: str
+    axes: str
+    shape: list[int]
+    declared_shape: list[int | None]
+    frames_written: int
+    frames_missing: int
+    missing_ranges: list[list[int]]
+    frames_dropped: int
+    bytes_written: int
+    started: str
+    stopped: str
+    complete: bool
+    reason: FinishReason
+    error: str | None
+    version: str
+
+
+def utc_now() -> str:
+    """Current time as UTC ISO 8601 with an explicit offset."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def metadata_document(metadata: Mapping[str, Any], record: AcquisitionRecord) -> dict[str, Any]:
+    """metadata.json content: the MetaData dump at top level plus the record."""
+    document = {key: value for key, value in metadata.items() if key != RESERVED_METADATA_KEY}
+    document[RESERVED_METADATA_KEY] = record.model_dump(mode="json")
+    return document

@@ -1,0 +1,97 @@
+"""The seam between the daemon and the storage of one acquisition (pure).
+
+The daemon writes every acquisition to a :class:`FrameSink` made by a
+:data:`SinkFactory`: prepare, write, skip, finalize (the shape of ome-writers'
+backends). framesink's own sink writes an OME-TIFF; tests put a failing or gated
+sink in its place without reaching into the daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ._layout import FrameLayout
+from ._record import AcquisitionRecord, FinishReason
+
+FrameMetadata = Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class FrameChunk:
+    """Consecutive frames (first axis = frame number) and their optional metadata."""
+
+    frames: np.ndarray[Any, Any]
+    metadata: Sequence[FrameMetadata] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+@dataclass(frozen=True)
+class SinkSpec:
+    """Everything a sink needs to store one acquisition."""
+
+    acquisition: str
+    folder: Path
+    name: str
+    metadata: dict[str, Any]
+    layout: FrameLayout
+    fsync_interval: float | None = 1.0
+    direct_io: bool = True
+
+
+@dataclass(frozen=True)
+class SinkProgress:
+    """How far a sink has come; ``path`` is where its pixels are now."""
+
+    path: Path
+    started: str
+    frames_written: int
+    frames_missing: int
+    frames_dropped: int
+    bytes_written: int
+    direct_io: bool
+
+
+class WriteError(RuntimeError):
+    """Finalizing failed; ``record`` says what was kept."""
+
+    def __init__(self, message: str, record: AcquisitionRecord) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class FrameSink(Protocol):
+    """Where one acquisition's frames go, in index order.
+
+    ``prepare`` creates the files (OSError or ValueError refuses the acquisition);
+    ``write`` raises OSError when the storage fails, after which ``progress`` tells
+    what was kept; ``finalize`` is idempotent and raises WriteError (with the record)
+    when the result is not complete on disk.
+    """
+
+    def prepare(self) -> None: ...
+
+    def write(self, chunks: Sequence[FrameChunk]) -> None: ...
+
+    def skip(self, count: int) -> None: ...
+
+    def drop(self, count: int) -> None: ...
+
+    def finalize(
+        self,
+        reason: FinishReason,
+        *,
+        error: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AcquisitionRecord: ...
+
+    def progress(self) -> SinkProgress: ...
+
+
+SinkFactory = Callable[[SinkSpec], FrameSink]

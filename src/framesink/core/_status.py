@@ -1,0 +1,136 @@
+"""The daemon's status as it crosses the control endpoint: typed, so that a misspelt
+counter or key fails the type checker instead of creating a value nobody reads (pure).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, ConfigDict
+
+from ._record import FinishReason
+
+
+class RunState(StrEnum):
+    """Where the daemon is in its life."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class AcquisitionState(StrEnum):
+    """Where an acquisition is in its life."""
+
+    OPEN = "open"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class Counter(StrEnum):
+    """Every counter the daemon keeps (monotonic since start)."""
+
+    MESSAGES = "messages"
+    BAD_MESSAGES = "bad_messages"
+    ORPHAN_MESSAGES = "orphan_messages"
+    LATE_MESSAGES = "late_messages"
+    DUPLICATE_STARTS = "duplicate_starts"
+    SEQ_GAPS = "seq_gaps"
+    PEER_DISCONNECTS = "peer_disconnects"
+    FRAMES_RECEIVED = "frames_received"
+    FRAMES_WRITTEN = "frames_written"
+    FRAMES_DROPPED = "frames_dropped"
+    FRAMES_LOST_OVERLOAD = "frames_lost_overload"
+    BYTES_WRITTEN = "bytes_written"
+    ACQUISITIONS_STARTED = "acquisitions_started"
+    ACQUISITIONS_FINISHED = "acquisitions_finished"
+    ACQUISITIONS_FAILED = "acquisitions_failed"
+    ACQUISITIONS_REJECTED = "acquisitions_rejected"
+
+
+class CounterValues(BaseModel):
+    """The value of every :class:`Counter`, plus rejected messages by reason code."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: int = 0
+    bad_messages: int = 0
+    orphan_messages: int = 0
+    late_messages: int = 0
+    duplicate_starts: int = 0
+    seq_gaps: int = 0
+    peer_disconnects: int = 0
+    frames_received: int = 0
+    frames_written: int = 0
+    frames_dropped: int = 0
+    frames_lost_overload: int = 0
+    bytes_written: int = 0
+    acquisitions_started: int = 0
+    acquisitions_finished: int = 0
+    acquisitions_failed: int = 0
+    acquisitions_rejected: int = 0
+    rejected_by_reason: dict[str, int] = {}
+
+    def value(self, counter: Counter) -> int:
+        number: int = getattr(self, counter.value)
+        return number
+
+
+class AcquisitionEntry(BaseModel):
+    """One acquisition as the status shows it (open ones and recently finished)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    acquisition: str
+    state: AcquisitionState
+    path: str
+    frames_written: int
+    frames_missing: int
+    frames_dropped: int
+    bytes_written: int
+    direct_io: bool
+    queued_bytes: int
+    frames_discarded_after_error: int
+    frames_per_s: float | None
+    started: str
+    complete: bool
+    reason: FinishReason | None
+    error: str | None
+    rejected_messages: int = 0
+
+
+class Rejection(BaseModel):
+    """A rejected message, kept for the status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    time: str
+    reason: str
+    detail: str
+    acquisition: str | None
+
+
+class DaemonStatus(BaseModel):
+    """The reply to the control endpoint's ``status`` command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ok: bool = True
+    version: str
+    state: RunState
+    recovering: bool
+    uptime_s: float
+    data_root: str
+    free_bytes: int | None
+    socket: str
+    ingest: list[str]
+    queued_bytes: int
+    queue_limit_bytes: int
+    counters: CounterValues
+    acquisitions: list[AcquisitionEntry]
+    recent_errors: list[Rejection]
+
+    def entry(self, acquisition: str) -> AcquisitionEntry | None:
+        """The newest entry for ``acquisition``, if the status lists it."""
+        return next((a for a in self.acquisitions if a.acquisition == acquisition), None)

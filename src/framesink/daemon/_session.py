@@ -1,0 +1,263 @@
+"""One open acquisition in the daemon: a FrameSink fed by its own writer thread.
+
+The receive loop never waits on the disk: it hands work items to the session's queue
+and the thread writes them. A failure in the thread fails this acquisition only; it is
+logged, recorded in the status and in metadata.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, assert_never
+
+import numpy as np
+
+from ..core import (
+    AcquisitionEntry,
+    AcquisitionRecord,
+    AcquisitionState,
+    ByteBudget,
+    FinishReason,
+    FrameChunk,
+    FrameLayout,
+    FrameMetadata,
+    FrameSink,
+    WriteError,
+)
+
+log = logging.getLogger(__name__)
+
+QUEUE_WAIT = 5.0
+GATHER_BYTES = 16 << 20
+"""Queued frames up to this many bytes are written together (few large writes)."""
+
+
+@dataclass(frozen=True)
+class _WriteItem:
+    chunk: FrameChunk
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class _SkipItem:
+    count: int
+
+
+@dataclass(frozen=True)
+class _DropItem:
+    count: int
+
+
+@dataclass(frozen=True)
+class _FinishItem:
+    reason: FinishReason
+    metadata: Mapping[str, Any] | None
+    error: str | None
+
+
+_Item = _WriteItem | _SkipItem | _DropItem | _FinishItem
+
+
+class Session:
+    """Owns a prepared FrameSink and the thread that writes to it."""
+
+    def __init__(
+        self, acquisition: str, layout: FrameLayout, sink: FrameSink, budget: ByteBudget
+    ) -> None:
+        self.acquisition = acquisition
+        self.layout = layout
+        self.sink = sink
+        self.started_at = time.monotonic()
+        self.error: str | None = None
+        self.record: AcquisitionRecord | None = None
+        self.frames_lost = 0
+        self.unreported_overload = 0
+        self.overload_reported_at = 0.0
+        self._finish_requested = False
+        self._budget = budget
+        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queued_bytes = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"writer-{acquisition}", daemon=True)
+        self._thread.start()
+
+    # -- called by the receive loop ------------------------------------------------------
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def write(
+        self,
+        frames: np.ndarray[Any, Any],
+        frame_metadata: Sequence[FrameMetadata] | None,
+        nbytes: int,
+    ) -> None:
+        """Queue frames whose ``nbytes`` were already taken from the budget."""
+        self._queued_bytes += nbytes
+        self._queue.put(_WriteItem(FrameChunk(frames, frame_metadata), nbytes))
+
+    def skip(self, count: int) -> None:
+        self._queue.put(_SkipItem(count))
+
+    def drop(self, count: int) -> None:
+        self._queue.put(_DropItem(count))
+
+    def finish(
+        self,
+        reason: FinishReason,
+        metadata: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Queue the end of the acquisition; only the first call counts."""
+        if self._finish_requested:
+            return
+        self._finish_requested = True
+        self._queue.put(_FinishItem(reason, metadata, error))
+
+    def join(self, timeout: float) -> bool:
+        return self._done.wait(timeout)
+
+    def entry(self, rejected_messages: int = 0) -> AcquisitionEntry:
+        """Status of this acquisition for the control endpoint."""
+        progress = self.sink.progress()
+        record = self.record
+        elapsed = max(1e-9, time.monotonic() - self.started_at)
+        if record is None:
+            state = AcquisitionState.FAILED if self.done and self.error else AcquisitionState.OPEN
+        elif record.error:
+            state = AcquisitionState.FAILED
+        else:
+            state = AcquisitionState.FINISHED
+        return AcquisitionEntry(
+            acquisition=self.acquisition,
+            state=state,
+            path=str(progress.path),
+            frames_written=progress.frames_written,
+            frames_missing=progress.frames_missing,
+            frames_dropped=progress.frames_dropped,
+            bytes_written=progress.bytes_written,
+            direct_io=progress.direct_io,
+            queued_bytes=self._queued_bytes,
+            frames_discarded_after_error=self.frames_lost,
+            frames_per_s=None if record else round(progress.frames_written / elapsed, 1),
+            started=progress.started,
+            complete=record.complete if record else False,
+            reason=record.reason if record else None,
+            error=(record.error if record else None) or self.error,
+            rejected_messages=rejected_messages,
+        )
+
+    # -- the writer thread ---------------------------------------------------------------
+    def _run(self) -> None:
+        pending: _Item | None = None
+        try:
+            while True:
+                item, pending = pending, None
+                if item is None:
+                    try:
+                        item = self._queue.get(timeout=QUEUE_WAIT)
+                    except queue.Empty:
+                        continue
+                match item:
+                    case _FinishItem(reason, metadata, error):
+                        self._finalize(reason, metadata, error)
+                        return
+                    case _WriteItem():
+                        writes, pending = self._gather(item)
+                        self._write(writes)
+                    case _SkipItem(count):
+                        self._apply(self.sink.skip, count)
+                    case _DropItem(count):
+                        self._apply(self.sink.drop, count)
+                    case _:
+                        assert_never(item)
+        finally:
+            self._done.set()
+
+    def _gather(self, first: _WriteItem) -> tuple[list[_WriteItem], _Item | None]:
+        """The write items queued behind ``first`` (up to GATHER_BYTES) and the next other item."""
+        writes, size = [first], first.nbytes
+        while size < GATHER_BYTES:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if not isinstance(item, _WriteItem):
+                return writes, item
+            writes.append(item)
+            size += item.nbytes
+        return writes, None
+
+    def _write(self, writes: list[_WriteItem]) -> None:
+        frames = sum(len(item.chunk) for item in writes)
+        written_before = self.sink.progress().frames_written
+        try:
+            if self.error is None:
+                self.sink.write([item.chunk for item in writes])
+            else:
+                self.frames_lost += frames
+        except Exception as exc:  # noqa: BLE001 - fails this acquisition only; _fail logs it
+            self.frames_lost += frames - (self.sink.progress().frames_written - written_before)
+            self._fail(exc)
+        finally:
+            for item in writes:
+                self._queued_bytes -= item.nbytes
+                self._budget.release(item.nbytes)
+
+    def _apply(self, operation: Callable[[int], None], count: int) -> None:
+        try:
+            if self.error is None:
+                operation(count)
+        except Exception as exc:  # noqa: BLE001 - fails this acquisition only; _fail logs it
+            self._fail(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """A write failed: record why and finalize the acquisition as failed."""
+        self.error = (
+            (exc.strerror or str(exc))
+            if isinstance(exc, OSError)
+            else f"{type(exc).__name__}: {exc}"
+        )
+        log.error(
+            "acquisition %s: write failed, finalizing it as failed: %s",
+            self.acquisition,
+            self.error,
+            exc_info=not isinstance(exc, OSError),
+        )
+        self._finalize(FinishReason.ERROR, None, self.error)
+
+    def _finalize(
+        self, reason: FinishReason, metadata: Mapping[str, Any] | None, error: str | None
+    ) -> None:
+        if self.record is not None:
+            return
+        if self.error is not None:
+            reason, error = FinishReason.ERROR, self.error
+        try:
+            self.record = self.sink.finalize(reason, error=error, metadata=metadata)
+        except WriteError as exc:
+            self.record = exc.record
+            self.error = str(exc)
+            log.error("acquisition %s: could not finalize: %s", self.acquisition, exc)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("acquisition %s: finalize failed", self.acquisition)
+        else:
+            log.info(
+                "acquisition %s finished (%s): %d frames written, %d missing, %d dropped -> %s",
+                self.acquisition,
+                self.record.reason.value,
+                self.record.frames_written,
+                self.record.frames_missing,
+                self.record.frames_dropped,
+                self.sink.progress().path,
+            )

@@ -1,0 +1,110 @@
+"""Daemon settings: defaults < TOML config file < FRAMESINK_* environment < CLI flags."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ByteSize, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from ..tiff import ExistsPolicy
+
+SYSTEM_CONFIG = Path("/etc/framesink/framesink.toml")
+CONFIG_ENV = "FRAMESINK_CONFIG"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set; see config/framesink.toml for the documented example."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FRAMESINK_", extra="forbid", validate_default=True
+    )
+
+    data_root: Path = Field(
+        Path("framesink-data"), description="Folder every acquisition is written under."
+    )
+    bind: list[str] = Field(["tcp://127.0.0.1:5555"], description="Ingest endpoints to bind.")
+    connect: list[str] = Field(
+        [], description="Ingest endpoints to connect to (e.g. a camera's PUB)."
+    )
+    socket: Literal["sub", "pull"] = Field("sub", description="Ingest socket kind.")
+    subscribe: list[str] = Field([""], description="SUB topic prefixes; '' means everything.")
+    control: str = Field("tcp://127.0.0.1:5556", description="Control (REP) endpoint.")
+    queue_bytes: ByteSize = Field(
+        ByteSize(48 << 20), description="Bound on pixel bytes waiting for the disk."
+    )
+    receive_hwm: int = Field(4, ge=1, description="ZeroMQ receive high-water mark (messages).")
+    idle_timeout: float = Field(
+        60.0, gt=0, description="Seconds without a message before an acquisition times out."
+    )
+    max_message_bytes: ByteSize = Field(
+        ByteSize(1 << 31), description="Largest message accepted (ZMQ_MAXMSGSIZE)."
+    )
+    max_header_bytes: ByteSize = Field(
+        ByteSize(4 << 20), description="Largest msgpack header accepted."
+    )
+    max_open: int = Field(16, ge=1, description="Most acquisitions open at once.")
+    max_gap_bytes: ByteSize = Field(
+        ByteSize(16 << 30), description="Largest gap zero-filled for one message."
+    )
+    min_free_bytes: ByteSize = Field(
+        ByteSize(1 << 30), description="Free disk space under which acquisitions stop."
+    )
+    on_exists: ExistsPolicy = Field(
+        ExistsPolicy.INCREMENT, description="increment | error when a folder is taken."
+    )
+    fsync_interval: float = Field(
+        1.0, ge=0, description="Seconds between fsyncs (bounds loss on power failure)."
+    )
+    direct_io: bool = Field(
+        True,
+        description="Write pixels with O_DIRECT where possible (skips the page cache).",
+    )
+    recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+
+def config_file(explicit: str | Path | None) -> Path | None:
+    """The config file to read: --config, then $FRAMESINK_CONFIG, then /etc if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    return SYSTEM_CONFIG if SYSTEM_CONFIG.is_file() else None
+
+
+def load_settings(config: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings; ``overrides`` (CLI flags) win, None values are ignored."""
+    path = config_file(config)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    given = {key: value for key, value in overrides.items() if value is not None}
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(toml_file=path)
+
+    return Settings.model_validate(_FromFile(**given).model_dump())

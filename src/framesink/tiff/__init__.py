@@ -1,0 +1,31 @@
+"""The TIFF sink: streaming OME-TIFF writer, journal, sidecar, recovery and the batch API.
+
+An IO adapter over :mod:`framesink.core`; it knows nothing of sockets or the daemon.
+"""
+
+from ._batch import save_config_frames
+from ._files import describe_os_error, read_record
+from ._journal import JournalHeader, read_journal
+from ._paths import ExistsPolicy, PathError, resolve_output_folder
+from ._recovery import RecoveryError, find_interrupted, recover
+from ._series import DATA_ALIGNMENT, ContiguousSeries
+from ._sink import TiffSink
+from ._writer import StreamWriter
+
+__all__ = [
+    "DATA_ALIGNMENT",
+    "ContiguousSeries",
+    "ExistsPolicy",
+    "JournalHeader",
+    "PathError",
+    "RecoveryError",
+    "StreamWriter",
+    "TiffSink",
+    "describe_os_error",
+    "find_interrupted",
+    "read_journal",
+    "read_record",
+    "recover",
+    "resolve_output_folder",
+    "save_config_frames",
+]

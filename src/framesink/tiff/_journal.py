@@ -1,0 +1,116 @@
+"""The journal: a small append-only file that makes an interrupted acquisition recoverable.
+
+Line one describes the acquisition (everything needed to rebuild the file); later
+lines record events the TIFF alone cannot tell: missing ranges, dropped frames and
+metadata merged at stop. A torn last line (power loss) is ignored when read back. The
+writer holds an exclusive flock on it, so recovery never touches a live acquisition.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from pydantic import BaseModel, ConfigDict
+
+JOURNAL_VERSION = 1
+
+
+class JournalHeader(BaseModel):
+    """First line of a journal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    journal: int = JOURNAL_VERSION
+    acquisition: str
+    name: str
+    tiff: str
+    partial: str
+    sidecar: str
+    axes: str
+    dtype: str
+    frame_shape: list[int]
+    shape: list[int | None]
+    metadata: dict[str, Any]
+    started: str
+    version: str
+
+
+class JournalState(BaseModel):
+    """What a journal says about an acquisition."""
+
+    header: JournalHeader
+    missing_ranges: list[list[int]] = []
+    frames_dropped: int = 0
+    stop_metadata: dict[str, Any] = {}
+    error: str | None = None
+
+
+class JournalInUseError(RuntimeError):
+    """A live writer holds this journal: its acquisition is running, not interrupted."""
+
+
+def lock_journal(handle: IO[Any], path: Path) -> None:
+    """Take the journal's exclusive lock; the OS drops it when its holder dies."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalInUseError(
+            f"{path} belongs to an acquisition that is still being written"
+        ) from None
+
+
+class Journal:
+    """Appends events to an acquisition's journal; each append reaches the OS at once."""
+
+    def __init__(self, path: Path, header: JournalHeader) -> None:
+        self.path = path
+        self._handle: TextIO = path.open("x", encoding="utf-8")
+        lock_journal(self._handle, path)
+        self.append(header.model_dump(mode="json"))
+        self.sync()
+
+    def append(self, event: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(event, allow_nan=False) + "\n")
+        self._handle.flush()
+
+    def sync(self) -> None:
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def remove(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+def read_journal(path: Path) -> JournalState:
+    """Parse a journal; raise ValueError when its header is unreadable."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if not lines:
+        raise ValueError(f"{path} is empty")
+    try:
+        header = JournalHeader.model_validate_json(lines[0])
+    except ValueError as exc:
+        raise ValueError(f"{path}: unreadable journal header: {exc}") from None
+    state = JournalState(header=header)
+    for line in lines[1:]:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if "missing" in event:
+            state.missing_ranges.append([int(event["missing"][0]), int(event["missing"][1])])
+        if "dropped" in event:
+            state.frames_dropped += int(event["dropped"])
+        if isinstance(event.get("stop_metadata"), dict):
+            state.stop_metadata.update(event["stop_metadata"])
+        if "error" in event:
+            state.error = str(event["error"])
+    return state

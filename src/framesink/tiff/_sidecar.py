@@ -1,0 +1,90 @@
+"""The sidecar: per-frame metadata as JSON lines, appended as frames are written.
+
+Symmetric with the journal: each append reaches the operating system at once, so a
+killed process keeps the line of every frame it counted as written; a torn last line
+(power loss) is ignored when read back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+SidecarEntry = tuple[int, Mapping[str, Any]]
+
+
+class Sidecar:
+    """Appends ``{"index": i, **frame_metadata}`` lines; the file appears with its first line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle: TextIO | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self._handle is not None or self.path.exists()
+
+    def append(self, entries: Iterable[SidecarEntry]) -> None:
+        """Write one line per entry and hand them to the OS."""
+        lines = [_line(index, metadata) for index, metadata in entries]
+        if not lines:
+            return
+        if self._handle is None:
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write("".join(lines))
+        self._handle.flush()
+
+    def sync(self) -> None:
+        if self._handle is not None:
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        """Flush, fsync and close (idempotent)."""
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            try:
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                handle.close()
+
+
+def _line(index: int, metadata: Mapping[str, Any]) -> str:
+    return json.dumps({"index": index, **metadata}, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def read_sidecar(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(frame index, entry)`` for every complete, readable line."""
+    if not path.exists():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            entry = _parse(line)
+            if entry is not None:
+                yield int(entry["index"]), entry
+
+
+def copy_sidecar(source: Path, target: Path, frames: int) -> None:
+    """Copy the lines of frames below ``frames``; stop at the first torn line."""
+    with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
+        for line in lines:
+            entry = _parse(line)
+            if entry is None:
+                break
+            if entry["index"] < frames:
+                out.write(line)
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    if not line.endswith("\n"):
+        return None
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
+        return None
+    return entry

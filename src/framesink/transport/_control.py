@@ -1,0 +1,180 @@
+"""The control endpoint: answers REQ clients' ping/status requests, and its client."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgpack
+import zmq
+from pydantic import ValidationError
+
+from ..core import AcquisitionEntry, AcquisitionState, DaemonStatus, __version__
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 64 << 10
+POLL_MS = 200
+StatusProvider = Callable[[], DaemonStatus]
+
+
+class ControlError(RuntimeError):
+    """The control endpoint did not answer, or answered with an error."""
+
+
+def answer(request_bytes: bytes, status: StatusProvider) -> dict[str, Any]:
+    """The reply to one raw request; never raises."""
+    try:
+        request = msgpack.unpackb(request_bytes, raw=False, max_ext_len=0, strict_map_key=True)
+    except (ValueError, msgpack.UnpackException, TypeError) as exc:
+        return {"ok": False, "error": f"request is not msgpack: {exc}"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "request must be a msgpack map like {'cmd': 'status'}"}
+    command = request.get("cmd")
+    if command == "ping":
+        return {"ok": True, "version": __version__}
+    if command == "status":
+        try:
+            return status().model_dump(mode="json")
+        except Exception as exc:
+            log.exception("status failed")
+            return {"ok": False, "error": f"status failed: {exc}"}
+    return {"ok": False, "error": f"unknown cmd {command!r}; known: ping, status"}
+
+
+class ControlServer:
+    """Serves the control endpoint from its own thread until ``stop``.
+
+    A ROUTER socket answers REQ clients like REP would, but has no send/receive state
+    machine to get stuck in: a client that vanishes before its reply cannot wedge it.
+    """
+
+    def __init__(self, context: zmq.Context[Any], endpoint: str, status: StatusProvider) -> None:
+        self._socket = context.socket(zmq.ROUTER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        self._socket.bind(endpoint)
+        self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._status = status
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=5)
+
+    def _serve(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                if not self._socket.poll(POLL_MS, zmq.POLLIN):
+                    continue
+                self._reply(self._socket.recv_multipart())
+        finally:
+            self._socket.close(linger=0)
+
+    def _reply(self, parts: list[bytes]) -> None:
+        """Answer one routed request: [peer identity..., b"", request]."""
+        if b"" not in parts:
+            log.debug("control: ignored a message without a REQ envelope")
+            return
+        split = parts.index(b"")
+        envelope, body = parts[:split], parts[split + 1 :]
+        if len(body) == 1:
+            reply = answer(body[0], self._status)
+        else:
+            reply = {"ok": False, "error": "request must be a single-part message"}
+        try:
+            self._socket.send_multipart(
+                [*envelope, b"", msgpack.packb(reply, use_bin_type=True)], zmq.NOBLOCK
+            )
+        except zmq.ZMQError as exc:
+            log.warning("control: could not reply (client gone?): %s", exc)
+
+
+class ControlClient:
+    """Asks a daemon's control endpoint; every call has a timeout."""
+
+    def __init__(
+        self, endpoint: str, *, timeout: float = 5.0, context: zmq.Context[Any] | None = None
+    ) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._context = context or zmq.Context.instance()
+
+    def request(self, command: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Send one request and return the raw reply map; ControlError on timeout."""
+        seconds = self.timeout if timeout is None else timeout
+        with self._context.socket(zmq.REQ) as sock:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDTIMEO, int(seconds * 1000))
+            sock.setsockopt(zmq.RCVTIMEO, int(seconds * 1000))
+            sock.connect(self.endpoint)
+            try:
+                sock.send(msgpack.packb(dict(command), use_bin_type=True))
+                reply = msgpack.unpackb(sock.recv(), raw=False)
+            except zmq.Again:
+                raise ControlError(f"no answer from {self.endpoint} within {seconds:g} s") from None
+        if not isinstance(reply, dict):
+            raise ControlError(f"unexpected reply from {self.endpoint}: {reply!r}")
+        return reply
+
+    def ping(self, timeout: float | None = None) -> str:
+        """The daemon's version, once it answers."""
+        reply = self.request({"cmd": "ping"}, timeout)
+        if not reply.get("ok"):
+            raise ControlError(f"ping refused by {self.endpoint}: {reply.get('error')}")
+        return str(reply.get("version"))
+
+    def status(self, timeout: float | None = None) -> DaemonStatus:
+        return parse_status(self.request({"cmd": "status"}, timeout), self.endpoint)
+
+    def wait_for_status(
+        self, predicate: Callable[[DaemonStatus], bool], timeout: float, interval: float = 0.05
+    ) -> DaemonStatus:
+        """Poll the status until ``predicate`` holds; ControlError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ControlError(f"the daemon's status did not come true within {timeout:g} s")
+            status = self.status(timeout=min(self.timeout, remaining))
+            if predicate(status):
+                return status
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    def wait_for_acquisition(self, acquisition: str, timeout: float) -> AcquisitionEntry:
+        """Wait until the daemon reports ``acquisition`` finished or failed; return its entry.
+
+        This is the end-to-end acknowledgement ZeroMQ does not give: once it returns,
+        every message of the acquisition reached the daemon and its files are final.
+        """
+
+        def ended(status: DaemonStatus) -> bool:
+            entry = status.entry(acquisition)
+            return entry is not None and entry.state is not AcquisitionState.OPEN
+
+        try:
+            status = self.wait_for_status(ended, timeout)
+        except ControlError:
+            raise ControlError(
+                f"acquisition {acquisition!r} did not finish within {timeout:g} s"
+            ) from None
+        entry = status.entry(acquisition)
+        assert entry is not None
+        return entry
+
+
+def parse_status(reply: Mapping[str, Any], endpoint: str) -> DaemonStatus:
+    """The typed status from a raw reply; ControlError when it is an error or malformed."""
+    if not reply.get("ok"):
+        raise ControlError(f"{endpoint} refused the status request: {reply.get('error')}")
+    try:
+        return DaemonStatus.model_validate(reply)
+    except ValidationError as exc:
+        raise ControlError(f"{endpoint} sent a status this client cannot read: {exc}") from None

@@ -1,0 +1,216 @@
+"""Publisher client: how control software, scripts and tests send acquisitions.
+
+PUB mode uses an XPUB socket and waits until a subscriber's subscription has arrived
+before the start message goes out, so the start is not lost to ZeroMQ's "slow joiner"
+behaviour. PUSH mode blocks (with a timeout) when the daemon's queue is full, which is
+the lossless choice when one daemon receives from the camera.
+
+ZeroMQ has no delivery acknowledgement, and closing a socket while the daemon is behind
+can drop the last queued messages. Give the daemon's control endpoint (``control=``)
+and end with ``stop(wait=...)``: it returns once the daemon has finalized the files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import numpy as np
+import zmq
+
+from ..core import (
+    AcquisitionEntry,
+    MetaData,
+    end_header,
+    frames_header,
+    pack_header,
+    start_header,
+)
+from ._control import ControlClient, ControlError
+
+
+class PublishError(RuntimeError):
+    """A message could not be handed to ZeroMQ in time."""
+
+
+class Publisher:
+    """One ingest socket (PUB or PUSH) that acquisitions are published on."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        kind: Literal["pub", "push"] = "pub",
+        bind: bool = False,
+        topic: bytes | str = b"",
+        send_timeout: float = 30.0,
+        high_water_mark: int = 1000,
+        context: zmq.Context[Any] | None = None,
+        control: str | None = None,
+    ) -> None:
+        self.kind = kind
+        self.control = control
+        self.control_client = None if control is None else ControlClient(control, context=context)
+        self.topic = topic.encode() if isinstance(topic, str) else topic
+        self._context = context or zmq.Context.instance()
+        self._socket = self._context.socket(zmq.XPUB if kind == "pub" else zmq.PUSH)
+        self._socket.setsockopt(zmq.LINGER, int(send_timeout * 1000))
+        self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
+        self._socket.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
+        self._subscribers = 0
+        self.endpoints: list[str] = []
+        for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
+            if bind:
+                self._socket.bind(endpoint)
+                self.endpoints.append(self._socket.getsockopt_string(zmq.LAST_ENDPOINT))
+            else:
+                self._socket.connect(endpoint)
+                self.endpoints.append(endpoint)
+
+    def wait_for_subscribers(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Block until ``count`` subscriptions matching our topic arrived (PUB mode)."""
+        if self.kind != "pub":
+            return
+        deadline = time.monotonic() + timeout
+        while self._subscribers < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._socket.poll(int(remaining * 1000), zmq.POLLIN):
+                raise PublishError(f"no subscriber for topic {self.topic!r} within {timeout:g} s")
+            event = self._socket.recv()
+            if event[:1] == b"\x01" and self.topic.startswith(event[1:]):
+                self._subscribers += 1
+
+    def start(
+        self,
+        acquisition: str,
+        metadata: MetaData | Mapping[str, Any],
+        *,
+        output_path: str,
+        output_name: str,
+        dtype: str,
+        frame_shape: Sequence[int],
+        shape: Sequence[int | None] | None = None,
+        subscriber_timeout: float = 10.0,
+    ) -> PublishedAcquisition:
+        """Send the start message and return a handle to send frames and stop."""
+        self.wait_for_subscribers(1, subscriber_timeout)
+        dump = (
+            metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
+        )
+        header = start_header(
+            acquisition,
+            metadata=dump,
+            output_path=output_path,
+            output_name=output_name,
+            dtype=dtype,
+            frame_shape=frame_shape,
+            shape=shape,
+        )
+        self.send([self.topic, pack_header(header)])
+        return PublishedAcquisition(self, acquisition, np.dtype(dtype), tuple(frame_shape))
+
+    def send(self, parts: Sequence[Any], copy: bool = False) -> None:
+        """Send one raw multipart message (zero-copy for buffers by default)."""
+        try:
+            self._socket.send_multipart(list(parts), copy=copy)
+        except zmq.Again:
+            raise PublishError(
+                "the receiver did not take the message in time (queue full?)"
+            ) from None
+
+    def close(self) -> None:
+        self._socket.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class PublishedAcquisition:
+    """An open acquisition on a Publisher: numbers messages (seq) and frames (index)."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        acquisition: str,
+        dtype: np.dtype[Any],
+        frame_shape: tuple[int, ...],
+    ) -> None:
+        self.publisher = publisher
+        self.acquisition = acquisition
+        self.dtype = dtype
+        self.frame_shape = frame_shape
+        self.seq = 0
+        self.next_index = 0
+
+    def send(
+        self,
+        frames: np.ndarray[Any, Any],
+        frame_metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        *,
+        index: int | None = None,
+        chunk: int | None = None,
+        copy: bool = False,
+    ) -> None:
+        """Send frames (one frame, or a stack), split into messages of ``chunk`` frames.
+
+        With ``copy=False`` (zero-copy) the array must not be changed until sent.
+        """
+        stack = np.ascontiguousarray(frames, dtype=self.dtype)
+        if stack.shape == self.frame_shape:
+            stack = stack[np.newaxis]
+        if stack.shape[1:] != self.frame_shape:
+            raise ValueError(f"frames must have shape {self.frame_shape}; got {stack.shape[1:]}")
+        first = self.next_index if index is None else index
+        step = chunk or len(stack)
+        for offset in range(0, len(stack), step):
+            part = stack[offset : offset + step]
+            metadata = None if frame_metadata is None else frame_metadata[offset : offset + step]
+            self.seq += 1
+            header = frames_header(self.acquisition, self.seq, first + offset, len(part), metadata)
+            self.publisher.send([self.publisher.topic, pack_header(header), part.data], copy=copy)
+        self.next_index = max(self.next_index, first + len(stack))
+
+    def stop(
+        self, metadata: Mapping[str, Any] | None = None, wait: float | None = None
+    ) -> AcquisitionEntry | None:
+        """End the acquisition normally; ``metadata`` is merged over the start metadata.
+
+        With ``wait`` (seconds) and the publisher's ``control`` endpoint, return the
+        daemon's status entry once the files are final.
+        """
+        extra: dict[str, Any] = {"frame_count": self.next_index}
+        if metadata:
+            extra["metadata"] = dict(metadata)
+        return self._end("stop", extra, wait)
+
+    def _end(
+        self, kind: Literal["stop", "abort"], extra: dict[str, Any] | None, wait: float | None
+    ) -> AcquisitionEntry | None:
+        self.seq += 1
+        header = end_header(kind, self.acquisition, self.seq, extra)
+        self.publisher.send([self.publisher.topic, pack_header(header)])
+        if wait is None:
+            return None
+        client = self.publisher.control_client
+        if client is None:
+            raise ValueError("wait needs the daemon's control endpoint: Publisher(control=...)")
+        try:
+            return client.wait_for_acquisition(self.acquisition, wait)
+        except ControlError as exc:
+            raise PublishError(str(exc)) from None
+
+    def abort(
+        self, reason: str | None = None, wait: float | None = None
+    ) -> AcquisitionEntry | None:
+        """End the acquisition as incomplete (``wait`` as for ``stop``)."""
+        return self._end("abort", {"reason": reason} if reason else None, wait)

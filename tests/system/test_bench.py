@@ -1,0 +1,64 @@
+"""The benchmark script runs end to end and reports figures that add up (not their speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPOSITORY = Path(__file__).parents[2]
+
+
+def test_bench_runs_every_mode_and_accounts_for_every_frame(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--dir",
+            str(tmp_path),
+            "--large-count",
+            "3",
+            "--small-count",
+            "70",
+            "--small-chunk",
+            "32",
+            "--overload-count",
+            "12",
+            "--transports",
+            "tcp,ipc,inproc,minimal",
+            "--no-warmup",
+            "--no-prefault",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=REPOSITORY,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    modes = [(run["case"], run["mode"]) for run in report["runs"]]
+    for case in ("large 2048x2048 u16", "small 256x256 u16"):
+        for mode in ("framesink tcp pull", "framesink ipc pull", "framesink in-process"):
+            assert (case, mode) in modes
+            assert f"{case}: {mode}" in report["median_ratios"]
+        assert [m for c, m in modes if c == case].count("baseline #5") == 1
+        assert (case, "minimal tcp pipeline") in modes
+    for run in report["runs"]:
+        assert run["total_mb_s"] > 0
+        if run["mode"].startswith("framesink") and run["mode"].endswith(("pull", "process")):
+            assert (run["frames_written"], run["frames_missing"], run["unaccounted"]) == (
+                run["frames"],
+                0,
+                0,
+            )
+    (overload,) = [run for run in report["runs"] if run["mode"] == "framesink ipc sub"]
+    assert overload["frames_written"] + overload["frames_missing"] == 12
+    assert overload["unaccounted"] == 0
+    assert any(
+        goal.startswith("SUB overload") and goal.endswith(" met") for goal in report["goals"]
+    )
+    assert not list(tmp_path.iterdir()), "the bench leaves its files behind"

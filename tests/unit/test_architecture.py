@@ -1,0 +1,149 @@
+"""Dependencies point one way: front end -> daemon -> IO adapters -> pure core.
+
+A module's layer is read from its path (``framesink/<layer>/...``). Every import is
+seen: absolute and relative, ``import x`` and ``from x import y``, at top level or
+inside a function, and ``importlib.import_module`` with a literal name.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).parents[2] / "src"
+PACKAGE = SOURCE / "framesink"
+README = Path(__file__).parents[2] / "README.md"
+
+RANK = {"core": 0, "tiff": 1, "transport": 1, "api": 2, "daemon": 2, "cli": 3}
+"""A layer may import its own package and layers of lower rank only (the two IO
+adapters, of equal rank, do not import each other; ``api`` is ``framesink/__init__``)."""
+TOP_LEVEL = {"__init__": "api", "__main__": "cli"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def layer_of(module: str) -> str:
+    """The layer of a ``framesink`` module, from its dotted name (that is, its path)."""
+    parts = module.split(".")
+    assert parts[0] == "framesink", module
+    if len(parts) == 1:
+        return "api"
+    if parts[1] in TOP_LEVEL:
+        return TOP_LEVEL[parts[1]]
+    if parts[1] not in RANK:
+        raise AssertionError(f"{module} is not inside a layer package ({', '.join(RANK)})")
+    return parts[1]
+
+
+def _is_package(path: Path) -> bool:
+    return path.name == "__init__.py"
+
+
+def imported_modules(module: str, source: str, is_package: bool = False) -> set[str]:
+    """Every ``framesink`` module that ``source`` (the text of ``module``) imports."""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            target = ".".join([*base, *(node.module or "").split(".")]).strip(".")
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and _dynamic_import(node):
+            argument = node.args[0]
+            assert isinstance(argument, ast.Constant)
+            found.add(str(argument.value))
+    return {name for name in found if name.split(".")[0] == "framesink" and _exists(name)}
+
+
+def _dynamic_import(node: ast.Call) -> bool:
+    function = node.func
+    name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+    return (
+        name in {"import_module", "__import__"}
+        and bool(node.args)
+        and isinstance(node.args[0], ast.Constant)
+    )
+
+
+def _exists(module: str) -> bool:
+    """True for a real module or package (``from x import name`` also yields x.name)."""
+    path = SOURCE.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def upward_imports(module: str, source: str, is_package: bool = False) -> set[str]:
+    """The imports of ``module`` that point to a layer it may not depend on."""
+    own = layer_of(module)
+    return {
+        target
+        for target in imported_modules(module, source, is_package)
+        if layer_of(target) != own and RANK[layer_of(target)] >= RANK[own]
+    }
+
+
+SOURCES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_imports_only_its_own_layer_or_lower(path: Path) -> None:
+    module = module_name(path)
+    upward = upward_imports(module, path.read_text(), _is_package(path))
+    assert not upward, f"{module} ({layer_of(module)}) imports {upward} from a higher layer"
+
+
+def test_every_module_sits_in_a_layer_package() -> None:
+    flat = {p.stem for p in PACKAGE.glob("*.py")} - set(TOP_LEVEL)
+    assert not flat, f"modules outside the layer packages: {flat}"
+    assert {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()} == set(RANK) - {
+        "api"
+    }
+
+
+BUDGET = PACKAGE / "core" / "_budget.py"
+
+
+@pytest.mark.parametrize(
+    "planted",
+    [
+        "from framesink.daemon import Daemon",
+        "from ..daemon import Daemon",
+        "from .. import cli",
+        "import framesink.cli",
+        "import framesink.daemon._service as service",
+        "from framesink import daemon",
+        "from framesink import Publisher",
+        "from ..tiff._writer import StreamWriter",
+        "def later() -> None:\n    from framesink.transport import Publisher",
+        "import importlib\nimportlib.import_module('framesink.daemon')",
+    ],
+)
+def test_a_planted_upward_import_is_caught(planted: str) -> None:
+    source = BUDGET.read_text() + "\n" + planted + "\n"
+    assert upward_imports("framesink.core._budget", source)
+
+
+def test_the_io_adapters_do_not_import_each_other() -> None:
+    assert upward_imports("framesink.tiff._writer", "from ..transport import Publisher\n")
+    assert upward_imports("framesink.transport._publisher", "from framesink.tiff import recover\n")
+
+
+def test_the_clean_budget_module_passes() -> None:
+    assert upward_imports("framesink.core._budget", BUDGET.read_text()) == set()
+
+
+def test_readme_layout_is_the_source_tree() -> None:
+    """The README's layout block names exactly the modules in src (it cannot drift)."""
+    block = README.read_text().split("<!-- layout -->")[1]
+    listed = set(re.findall(r"\b([A-Za-z_]+\.py)\b", block))
+    packages = set(re.findall(r"\b([a-z]+)/", block)) - {"src", "framesink"}
+    assert listed == {path.name for path in SOURCES}
+    assert packages == set(RANK) - {"api"}

@@ -1,0 +1,78 @@
+"""The writer thread of one acquisition: queued frames reach the file in large writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from framesink.core import ByteBudget, FinishReason, FrameLayout, SinkSpec
+from framesink.daemon._session import Session
+
+from ..helpers import FullDiskSink, GatedSink, pattern, read_metadata, read_tiff
+
+
+def _spec(folder: Path, name: str) -> SinkSpec:
+    layout = FrameLayout.create("TYX", "uint16", (64, 64))
+    return SinkSpec(name, folder, name, {"axes": "TYX"}, layout, fsync_interval=None)
+
+
+def _queue_write(session: Session, budget: ByteBudget, frames: np.ndarray[Any, Any]) -> None:
+    assert budget.acquire(frames.nbytes, timeout=5)
+    session.write(frames, [{"n": int(frames[0, 0, 0])}] * len(frames), frames.nbytes)
+
+
+def test_queued_writes_are_gathered_and_keep_their_order(tmp_path: Path) -> None:
+    frames = pattern(6, (64, 64), "uint16")
+    budget = ByteBudget(1 << 30)
+    spec = _spec(tmp_path, "g")
+    sink = GatedSink(spec)
+    sink.prepare()
+    session = Session("g", spec.layout, sink, budget)
+    _queue_write(session, budget, frames[:1])
+    assert sink.entered.wait(10)
+    _queue_write(session, budget, frames[1:2])
+    _queue_write(session, budget, frames[2:4])
+    _queue_write(session, budget, frames[4:5])
+    session.skip(2)
+    _queue_write(session, budget, frames[5:6])
+    session.finish(FinishReason.STOP)
+    sink.release.set()
+    assert session.join(10)
+
+    assert sink.batch_sizes == [1, 3, 1]
+    assert budget.used == 0
+    _, pixels, _ = read_tiff(tmp_path / "g.ome.tiff")
+    expected = np.concatenate([frames[:5], np.zeros((2, 64, 64), "uint16"), frames[5:]])
+    np.testing.assert_array_equal(pixels, expected)
+    record = read_metadata(tmp_path)["framesink"]
+    assert (record["frames_written"], record["missing_ranges"]) == (6, [[5, 6]])
+    sidecar = (tmp_path / "g.frames.jsonl").read_text().splitlines()
+    assert [line.split('"index": ')[1].split(",")[0] for line in sidecar] == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "7",
+    ]
+
+
+@pytest.mark.parametrize("room", [0, 3])
+def test_a_failed_batch_counts_exactly_the_frames_it_lost(tmp_path: Path, room: int) -> None:
+    frames = pattern(6, (64, 64), "uint16")
+    budget = ByteBudget(1 << 30)
+    spec = _spec(tmp_path, "f")
+    sink = FullDiskSink(spec, room)
+    sink.prepare()
+    session = Session("f", spec.layout, sink, budget)
+    for index in range(6):
+        _queue_write(session, budget, frames[index : index + 1])
+    session.finish(FinishReason.STOP)
+    assert session.join(10)
+    assert session.failed
+    assert budget.used == 0
+    assert sink.progress().frames_written + session.frames_lost == 6
+    assert sink.progress().frames_written == room
