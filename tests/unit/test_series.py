@@ -80,11 +80,14 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("chunk_pages", [8192, 2])
 @pytest.mark.parametrize("series_class", [ContiguousSeries, PublicApiSeries])
 @pytest.mark.parametrize("direct_io", [True, False])
 @pytest.mark.parametrize(("frame_shape", "dtype", "chunks", "holes"), CASES)
 def test_series_bytes_equal_tifffile_writing_every_page(
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    chunk_pages: int,
     series_class: type[ContiguousSeries],
     direct_io: bool,
     frame_shape: tuple[int, ...],
@@ -92,6 +95,7 @@ def test_series_bytes_equal_tifffile_writing_every_page(
     chunks: list[int],
     holes: set[int],
 ) -> None:
+    monkeypatch.setattr("framesink.tiff._ifds.CHUNK_PAGES", chunk_pages)
     frames = pattern(sum(chunks), frame_shape, dtype)
     hole_frames: set[int] = set()
     start = 0

@@ -7,7 +7,7 @@ Nothing here touches a file or a socket; the IO adapters (:mod:`framesink.tiff`,
 from ._budget import ByteBudget
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
 from ._models import RESERVED_METADATA_KEY, MetaData, OutputParameters, check_axes, metadata_dict
-from ._names import JOURNAL_FILE, METADATA_FILE, OutputFiles, check_output_name
+from ._names import JOURNAL_FILE, METADATA_FILE, METADATA_TEMP, OutputFiles, check_output_name
 from ._ome import build_ome_xml, dimension_order
 from ._record import (
     AcquisitionFiles,
@@ -54,6 +54,7 @@ from ._wire import (
 __all__ = [
     "JOURNAL_FILE",
     "METADATA_FILE",
+    "METADATA_TEMP",
     "PROTOCOL_VERSION",
     "RESERVED_METADATA_KEY",
     "SUPPORTED_DTYPES",

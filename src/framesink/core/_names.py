@@ -9,6 +9,7 @@ PARTIAL_SUFFIX = ".partial"
 SIDECAR_SUFFIX = ".frames.jsonl"
 JOURNAL_FILE = "framesink-journal.jsonl"
 METADATA_FILE = "metadata.json"
+METADATA_TEMP = f".{METADATA_FILE}.tmp"
 MAX_NAME_LENGTH = 200
 
 
@@ -57,6 +58,11 @@ class OutputFiles:
     def metadata(self) -> str:
         """The acquisition's metadata and record."""
         return METADATA_FILE
+
+    @property
+    def metadata_temp(self) -> str:
+        """metadata.json while it is being written (renamed when complete)."""
+        return METADATA_TEMP
 
     @property
     def claiming(self) -> tuple[str, ...]:

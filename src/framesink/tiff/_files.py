@@ -40,6 +40,7 @@ def describe_os_error(exc: OSError) -> str:
 def write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
     """Write ``document`` to ``path`` via a temporary file, fsync and rename."""
     temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
     with temporary.open("w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2, ensure_ascii=False, allow_nan=False)
         handle.write("\n")

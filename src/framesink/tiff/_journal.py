@@ -1,9 +1,12 @@
 """The journal: a small append-only file that makes an interrupted acquisition recoverable.
 
 Line one describes the acquisition (everything needed to rebuild the file); later
-lines record events the TIFF alone cannot tell: missing ranges, dropped frames and
-metadata merged at stop. A torn last line (power loss) is ignored when read back. The
-writer holds an exclusive flock on it, so recovery never touches a live acquisition.
+lines record events the TIFF alone cannot tell: how many frames the file holds after
+each write (recovery trusts this count, never the file's size: bytes after the last
+counted frame may be a half-written page index, not pixels), missing ranges, dropped
+frames and metadata merged at stop. A torn last line (power loss) is ignored when read
+back. The writer holds an exclusive flock on it, so recovery never touches a live
+acquisition.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ from typing import IO, Any, TextIO
 
 from pydantic import BaseModel, ConfigDict
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2
+"""Version 2 added the ``frames`` events; version 1 journals are still read."""
 
 
 class JournalHeader(BaseModel):
@@ -43,6 +47,8 @@ class JournalState(BaseModel):
     """What a journal says about an acquisition."""
 
     header: JournalHeader
+    frames: int | None = None
+    """Frames the file held at the last ``frames`` event (None in a version 1 journal)."""
     missing_ranges: list[list[int]] = []
     frames_dropped: int = 0
     stop_metadata: dict[str, Any] = {}
@@ -105,6 +111,8 @@ def read_journal(path: Path) -> JournalState:
             continue
         if not isinstance(event, dict):
             continue
+        if isinstance(event.get("frames"), int):
+            state.frames = event["frames"]
         if "missing" in event:
             state.missing_ranges.append([int(event["missing"][0]), int(event["missing"][1])])
         if "dropped" in event:

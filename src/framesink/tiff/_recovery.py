@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from ..core import JOURNAL_FILE, AcquisitionRecord, FinishReason, WriteError
+from ..core import JOURNAL_FILE, METADATA_TEMP, AcquisitionRecord, FinishReason, WriteError
 from ._journal import JournalInUseError, JournalState, lock_journal, read_journal
 from ._sidecar import copy_sidecar
 from ._writer import StreamWriter
@@ -82,7 +82,7 @@ def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
     # A crash after the rename but before metadata.json leaves the final TIFF as the source.
     source = partial if partial.exists() else folder / header.tiff
     frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
-    frames_on_disk, data_offset = _frames_on_disk(source, frame_bytes)
+    frames_on_disk, data_offset = _frames_on_disk(source, frame_bytes, state.frames)
     workspace = folder / RECOVERY_FOLDER
     shutil.rmtree(workspace, ignore_errors=True)
     workspace.mkdir()
@@ -110,6 +110,7 @@ def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
         raise RecoveryError(str(exc)) from exc
     _move_into_place(workspace, folder, record)
     partial.unlink(missing_ok=True)
+    (folder / METADATA_TEMP).unlink(missing_ok=True)
     (folder / JOURNAL_FILE).unlink(missing_ok=True)
     shutil.rmtree(workspace, ignore_errors=True)
     log.info(
@@ -121,21 +122,29 @@ def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
     return record
 
 
-def _frames_on_disk(partial: Path, frame_bytes: int) -> tuple[int, int]:
-    """Number of complete frames in a partial file and where its pixel data starts."""
-    if not partial.exists() or partial.stat().st_size == 0:
+def _frames_on_disk(source: Path, frame_bytes: int, journaled: int | None) -> tuple[int, int]:
+    """Complete frames in ``source`` that recovery may keep, and where its pixels start.
+
+    The journal's count decides: bytes after the last journaled frame may be a page
+    index (IFDs) written at finalize, not pixels. Frames the journal counts but whose
+    bytes never reached the disk (power loss) are cut off by the file's size.
+    """
+    if not source.exists() or source.stat().st_size == 0:
         return 0, 0
     try:
-        with tifffile.TiffFile(partial) as tiff:
+        with tifffile.TiffFile(source) as tiff:
             pages = len(tiff.pages)
             first = tiff.pages[0]
             offset = int(first.dataoffsets[0])
             closed = pages > 1 or str(getattr(first, "description", "")).startswith("<?xml")
     except (tifffile.TiffFileError, IndexError, ValueError, OSError):
         return 0, 0
-    if closed:
-        return pages, offset
-    return max(0, (partial.stat().st_size - offset) // frame_bytes), offset
+    in_file = max(0, (source.stat().st_size - offset) // frame_bytes)
+    if journaled is not None:
+        return min(journaled, in_file), offset
+    # A version 1 journal has no frame count: the file's own page index, else its size.
+    log.warning("%s: journal without frame counts; counting frames from the file", source.name)
+    return (pages if closed else in_file), offset
 
 
 def _copy_frames(

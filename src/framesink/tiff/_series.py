@@ -19,6 +19,7 @@ import numpy as np
 import tifffile
 
 from ..core import FrameLayout
+from ._ifds import append_page_index
 from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile
 
 log = logging.getLogger(__name__)
@@ -153,10 +154,18 @@ class ContiguousSeries:
         os.fsync(self._tiff.filehandle.fileno())
 
     def close(self) -> None:
-        """Write the IFDs of the complete pages and close; a torn last page is cut off."""
+        """Write the page index of the complete pages and close; a torn last page is cut off.
+
+        tifffile writes the IFD of page 1 at most; the others are appended in bounded
+        memory (:mod:`framesink.tiff._ifds`), so closing does not grow with the frame count.
+        """
+        streamed = False
         if self._data_offset is not None:
             self._cut_to_complete_pages()
+            streamed = self._counts_pages_itself
         self._tiff.close()
+        if streamed and self.pages > 2:
+            self._append_page_index()
         self._close_pixels()
 
     def _cut_to_complete_pages(self) -> None:
@@ -171,7 +180,14 @@ class ContiguousSeries:
         handle.flush()
         os.ftruncate(handle.fileno(), end)
         handle.seek(end)
-        self._tiff._datashape = (self.pages, *self.layout.frame_shape)
+        self._tiff._datashape = (min(self.pages, 2), *self.layout.frame_shape)
+
+    def _append_page_index(self) -> None:
+        descriptor = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            append_page_index(descriptor, self.pages, self.layout.frame_bytes)
+        finally:
+            os.close(descriptor)
 
     def close_quietly(self) -> None:
         """Release the file after a failure, keeping whatever reached it."""

@@ -269,6 +269,7 @@ class StreamWriter:
                 for offset, meta in enumerate(frame_metadata[:stored])
                 if meta
             )
+            self._journal.append({"frames": self.frames_in_file})
             self.frames_written += stored
 
     def _zero_fill(self, count: int) -> None:
@@ -276,6 +277,7 @@ class StreamWriter:
         self.missing_ranges.append([first, first + count - 1])
         self._journal.append({"missing": [first, first + count - 1]})
         self._series.append_empty(count)
+        self._journal.append({"frames": self.frames_in_file})
 
     def sync(self) -> None:
         """Force everything handed to the OS so far to stable storage."""
