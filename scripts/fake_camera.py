@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         help="daemon control endpoint, to wait until the files are final ('' to not wait)",
     )
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the daemon")
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        help="seconds the daemon waits between frames before ending the acquisition "
+        "(for slow --rate; default: the daemon's idle_timeout)",
+    )
     arguments = parser.parse_args(argv)
     camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
     try:
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 output_name=arguments.output_name,
                 chunk=arguments.chunk,
                 wait=arguments.wait if arguments.control else None,
+                idle_timeout=arguments.idle_timeout,
             )
     except PublishError as exc:
         print(f"fake_camera: {exc}", file=sys.stderr)

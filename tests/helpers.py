@@ -308,6 +308,9 @@ class DelegatingSink:
     def drop(self, count: int) -> None:
         self.inner.drop(count)
 
+    def lose_messages(self, count: int) -> None:
+        self.inner.lose_messages(count)
+
     def finalize(
         self,
         reason: FinishReason,

@@ -197,12 +197,20 @@ def test_bad_messages_never_disturb_a_valid_acquisition(
         entry.complete,
         entry.frames_written,
         entry.frames_dropped,
-    ) == ("finished", True, 40, 0)
+    ) == ("finished", False, 40, 0)
+    # The publisher skipped 100 seqs: messages were lost, so the record cannot claim
+    # completeness even though every frame index arrived.
+    assert entry.messages_lost == 100
     kind, pixels, xml = read_tiff(root / "good/good.ome.tiff")
     assert kind == "ome"
     np.testing.assert_array_equal(pixels, frames)
     validate_ome(xml)
-    assert read_metadata(root / "good")["framesink"]["complete"] is True
+    record = read_metadata(root / "good")["framesink"]
+    assert (record["complete"], record["messages_lost"], record["frames_missing"]) == (
+        False,
+        100,
+        0,
+    )
 
     status = daemon.status()
     counters = status.counters

@@ -159,6 +159,7 @@ def test_daemon_connects_to_a_binding_publisher(start_daemon: StartDaemon, tmp_p
             shape=[4],
         )
         acquisition.send(pattern(4, (5, 5), "int16"), chunk=3)
+        acquisition.stop()  # a full bounded shape still ends with its stop
         entry = daemon.wait_finished("conn")
     assert (entry.complete, entry.reason, entry.frames_written) == (True, "stop", 4)
     _, pixels, _ = read_tiff(daemon.data_root / "c/z.ome.tiff")

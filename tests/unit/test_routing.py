@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 
 from framesink.core import (
@@ -68,15 +69,74 @@ def test_gap_is_skipped_and_late_or_duplicate_frames_dropped() -> None:
     assert overlap[0].payload.tobytes() == bytes([1]) * FRAME + bytes([2]) * FRAME
 
 
-def test_bounded_shape_finishes_when_full_and_drops_the_rest() -> None:
+def test_a_full_bounded_shape_drops_the_rest_and_waits_for_its_stop() -> None:
+    """Issue 11 #4: the stop of a full acquisition still delivers its metadata."""
     router = Router()
     router.route(_start(shape=[2, 3], axes="TZYX"), 0)
     actions = router.route(_frames("a", 1, 0, 8), 0)
-    assert [type(a) for a in actions] == [Write, Drop, Finish]
+    assert [type(a) for a in actions] == [Write, Drop]
     assert actions[0].count == 6  # type: ignore[union-attr]
+    assert router.route(_frames("a", 2, 6, 1), 0) == [Drop("a", 1)]
+    stop = decode(end_parts("stop", "a", 3, {"metadata": {"notes": "done"}, "frame_count": 9}))
+    assert router.route(stop, 0) == [Finish("a", FinishReason.STOP, {"notes": "done"})]
     with pytest.raises(WireError) as caught:
-        router.route(_stop("a", 2), 0)
+        router.route(_stop("a", 4), 0)
     assert caught.value.reason == "late_message"
+
+
+def test_a_seq_far_ahead_is_rejected_not_adopted() -> None:
+    """Issue 11 #4b: one forged seq must not make every genuine message seq_backwards."""
+    router = Router(max_seq_gap=100)
+    router.route(_start(), 0)
+    with pytest.raises(WireError) as caught:
+        router.route(_frames("a", 2**62, 0, 1), 0)
+    assert caught.value.reason == "seq_too_far"
+    (write,) = router.route(_frames("a", 1, 0, 1), 0)
+    assert isinstance(write, Write)
+    gap, _ = router.route(_frames("a", 102, 1, 1), 0)
+    assert gap == SeqGap("a", 100)
+
+
+def test_a_start_that_sends_nothing_ends_after_start_timeout() -> None:
+    router = Router(idle_timeout=60, start_timeout=5)
+    router.route(_start("quiet"), 0)
+    router.route(_start("busy"), 0)
+    router.route(_frames("busy", 1, 0, 1), 1)
+    assert router.expire(5) == [Finish("quiet", FinishReason.TIMEOUT, None)]
+    assert router.expire(60) == []
+    assert router.expire(61) == [Finish("busy", FinishReason.TIMEOUT, None)]
+
+
+def test_a_start_may_ask_for_its_own_idle_timeout_up_to_the_cap() -> None:
+    router = Router(idle_timeout=3, start_timeout=1000, max_idle_timeout=100)
+    long = start_parts("lapse")
+    header = msgpack.unpackb(long[1])
+    long[1] = msgpack.packb({**header, "idle_timeout": 10})
+    router.route(decode(long), 0)
+    router.route(_frames("lapse", 1, 0, 1), 0)
+    capped = start_parts("capped")
+    capped[1] = msgpack.packb({**msgpack.unpackb(capped[1]), "idle_timeout": 1e9})
+    router.route(decode(capped), 0)
+    router.route(_frames("capped", 1, 0, 1), 0)
+    assert router.expire(9.9) == []
+    assert router.expire(10) == [Finish("lapse", FinishReason.TIMEOUT, None)]
+    assert router.expire(100) == [Finish("capped", FinishReason.TIMEOUT, None)]
+
+
+def test_a_declared_volume_beyond_the_gap_limit_is_rejected_at_start() -> None:
+    router = Router(max_gap_bytes=1 << 20)
+    with pytest.raises(WireError) as caught:
+        router.route(_start(shape=[None, 1_000_000], axes="TZYX"), 0)
+    assert caught.value.reason == "volume_too_large"
+    assert router.open == {}
+
+
+def test_too_many_open_names_the_holders() -> None:
+    router = Router(max_open=2)
+    router.route(_start("first"), 0)
+    router.route(_start("second"), 1)
+    with pytest.raises(WireError, match="oldest first: first, second"):
+        router.route(_start("third"), 2)
 
 
 @pytest.mark.parametrize(

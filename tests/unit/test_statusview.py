@@ -7,6 +7,7 @@ from framesink.core import DaemonStatus
 
 ENTRY_DEFAULTS = {
     "bytes_written": 0,
+    "messages_lost": 0,
     "queued_bytes": 0,
     "frames_discarded_after_error": 0,
     "started": "2026-12-02T00:00:00.000+00:00",

@@ -77,6 +77,7 @@ def publish_synthetic(
     chunk: int = 1,
     show_progress: bool = True,
     wait: float | None = None,
+    idle_timeout: float | None = None,
 ) -> AcquisitionEntry | None:
     """Start, publish ``count`` frames and stop one synthetic acquisition.
 
@@ -96,6 +97,7 @@ def publish_synthetic(
         output_name=output_name,
         dtype=camera.dtype,
         frame_shape=camera.frame_shape,
+        idle_timeout=idle_timeout,
     )
     progress = ProgressBar(count, "camera") if show_progress else None
     camera.run(handle, count, chunk, progress)

@@ -37,6 +37,10 @@ def _daemon_lines(status: DaemonStatus) -> list[str]:
         f"free={_size(status.free_bytes)}"
         + ("  recovering interrupted acquisitions" if status.recovering else ""),
         f"ingest: {', '.join(status.ingest)}   data root: {status.data_root}",
+        *(
+            f"  ! could not recover {failure.folder}: {failure.error}"
+            for failure in status.recovery_failures
+        ),
     ]
 
 

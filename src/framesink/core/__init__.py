@@ -7,7 +7,15 @@ Nothing here touches a file or a socket; the IO adapters (:mod:`framesink.tiff`,
 from ._budget import ByteBudget
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
 from ._models import RESERVED_METADATA_KEY, MetaData, OutputParameters, check_axes, metadata_dict
-from ._names import JOURNAL_FILE, METADATA_FILE, METADATA_TEMP, OutputFiles, check_output_name
+from ._names import (
+    JOURNAL_FILE,
+    METADATA_FILE,
+    METADATA_TEMP,
+    RECOVERY_FAILED_FILE,
+    RECOVERY_FOLDER,
+    OutputFiles,
+    check_output_name,
+)
 from ._ome import build_ome_xml, dimension_order
 from ._record import (
     AcquisitionFiles,
@@ -32,6 +40,7 @@ from ._status import (
     Counter,
     CounterValues,
     DaemonStatus,
+    RecoveryFailure,
     Rejection,
     RunState,
 )
@@ -56,6 +65,8 @@ __all__ = [
     "METADATA_FILE",
     "METADATA_TEMP",
     "PROTOCOL_VERSION",
+    "RECOVERY_FAILED_FILE",
+    "RECOVERY_FOLDER",
     "RESERVED_METADATA_KEY",
     "SUPPORTED_DTYPES",
     "AbortHeader",
@@ -82,6 +93,7 @@ __all__ = [
     "Open",
     "OutputFiles",
     "OutputParameters",
+    "RecoveryFailure",
     "Rejection",
     "Router",
     "RunState",

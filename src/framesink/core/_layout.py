@@ -14,6 +14,8 @@ from ._models import check_axes
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
 RGB_SAMPLES = (3, 4)
+PAGE_INDEX_BYTES = 256
+"""What one page costs in the file beyond its pixels (its IFD, about 250 bytes)."""
 MAX_FRAME_BYTES = 1 << 31
 
 
@@ -117,6 +119,11 @@ class FrameLayout:
     @property
     def frame_bytes(self) -> int:
         return math.prod(self.frame_shape) * self.dtype.itemsize
+
+    @property
+    def page_cost(self) -> int:
+        """Bytes one frame adds to the file, pixels and page index."""
+        return self.frame_bytes + PAGE_INDEX_BYTES
 
     @property
     def frames_per_step(self) -> int:

@@ -10,6 +10,8 @@ SIDECAR_SUFFIX = ".frames.jsonl"
 JOURNAL_FILE = "framesink-journal.jsonl"
 METADATA_FILE = "metadata.json"
 METADATA_TEMP = f".{METADATA_FILE}.tmp"
+RECOVERY_FOLDER = ".framesink-recovery"
+RECOVERY_FAILED_FILE = "framesink-recovery-failed.txt"
 MAX_NAME_LENGTH = 200
 
 

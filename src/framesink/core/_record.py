@@ -47,6 +47,7 @@ class AcquisitionRecord(BaseModel):
     frames_missing: int
     missing_ranges: list[list[int]]
     frames_dropped: int
+    messages_lost: int = 0
     bytes_written: int
     started: str
     stopped: str

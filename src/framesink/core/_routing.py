@@ -78,19 +78,41 @@ Action = Open | Write | Skip | Drop | Finish | SeqGap
 @dataclass
 class _Acquisition:
     layout: FrameLayout
+    idle_timeout: float
+    started: float
+    start_timeout: float
     last_seq: int = 0
     next_index: int = 0
     last_activity: float = 0.0
     seq_gaps: int = 0
 
 
+@dataclass(frozen=True)
+class OpenAcquisition:
+    """What the router knows of an open acquisition (for the status)."""
+
+    acquisition: str
+    idle_timeout: float
+    idle_s: float
+    messages: int
+
+
 @dataclass
 class Router:
-    """Tracks open acquisitions and decides what happens to each message."""
+    """Tracks open acquisitions and decides what happens to each message.
+
+    An acquisition ends with its stop or abort, or after ``idle_timeout`` seconds
+    without a message (its start may ask for another, up to ``max_idle_timeout``); one
+    that has received nothing since its start ends after ``start_timeout``, so starts
+    that send nothing cannot hold the ``max_open`` slots for long.
+    """
 
     idle_timeout: float = 60.0
     max_open: int = 16
     max_gap_bytes: int = 16 << 30
+    start_timeout: float = 30.0
+    max_idle_timeout: float = 86400.0
+    max_seq_gap: int = 1_000_000
     open: dict[str, _Acquisition] = field(default_factory=dict)
     finished: OrderedDict[str, AcquisitionState] = field(default_factory=OrderedDict)
 
@@ -131,19 +153,20 @@ class Router:
         return actions + self._finish(header.acquisition, FinishReason.ABORT, metadata)
 
     def expire(self, now: float) -> list[Action]:
-        """Finish every acquisition idle for ``idle_timeout`` seconds."""
-        idle = [
-            name
-            for name, acquisition in self.open.items()
-            if now - acquisition.last_activity >= self.idle_timeout
-        ]
-        return [action for name in idle for action in self._finish(name, FinishReason.TIMEOUT)]
+        """Finish every acquisition whose deadline has passed (reason ``timeout``)."""
+        due = [name for name, acquisition in self.open.items() if now >= _deadline(acquisition)]
+        return [action for name in due for action in self._finish(name, FinishReason.TIMEOUT)]
 
     def next_deadline(self) -> float | None:
-        """When the next idle timeout falls due (monotonic seconds), if any."""
-        if not self.open:
-            return None
-        return min(a.last_activity for a in self.open.values()) + self.idle_timeout
+        """When the next timeout falls due (monotonic seconds), if any."""
+        return min((_deadline(a) for a in self.open.values()), default=None)
+
+    def describe_open(self, now: float) -> list[OpenAcquisition]:
+        """The open acquisitions, oldest first."""
+        return [
+            OpenAcquisition(name, a.idle_timeout, round(now - a.last_activity, 3), a.last_seq)
+            for name, a in sorted(self.open.items(), key=lambda item: item[1].started)
+        ]
 
     def extend_deadlines(self, seconds: float) -> None:
         """Pause the idle clock: the receiver was blocked, not the publishers idle."""
@@ -177,13 +200,26 @@ class Router:
                 header.acquisition,
             )
         if len(self.open) >= self.max_open:
+            holders = ", ".join(a.acquisition for a in self.describe_open(now)[:5])
             raise WireError(
                 "too_many_open",
-                f"{len(self.open)} acquisitions are open (limit {self.max_open})",
+                f"{len(self.open)} acquisitions are open (limit {self.max_open}), "
+                f"oldest first: {holders}",
                 header.acquisition,
             )
         layout = header.layout()
-        self.open[header.acquisition] = _Acquisition(layout, last_activity=now)
+        step_cost = layout.frames_per_step * layout.page_cost
+        if step_cost > self.max_gap_bytes:
+            raise WireError(
+                "volume_too_large",
+                f"one step of shape {list(layout.leading_shape)} is {step_cost} bytes, more "
+                f"than max_gap_bytes ({self.max_gap_bytes}) allows to zero-fill",
+                header.acquisition,
+            )
+        idle_timeout = min(header.idle_timeout or self.idle_timeout, self.max_idle_timeout)
+        self.open[header.acquisition] = _Acquisition(
+            layout, idle_timeout, now, self.start_timeout, last_activity=now
+        )
         self.finished.pop(header.acquisition, None)
         return [Open(header.acquisition, header, layout)]
 
@@ -196,7 +232,15 @@ class Router:
                 "(replayed or reordered)",
                 name,
             )
-        return seq - acquisition.last_seq - 1
+        missed = seq - acquisition.last_seq - 1
+        if missed > self.max_seq_gap:
+            raise WireError(
+                "seq_too_far",
+                f"seq {seq} is {missed} messages ahead of the last seq {acquisition.last_seq} "
+                f"(limit {self.max_seq_gap}); not adopted",
+                name,
+            )
+        return missed
 
     def _check_frames(
         self, header: FramesHeader, acquisition: _Acquisition, payload: memoryview
@@ -214,7 +258,7 @@ class Router:
             )
         first, capacity = header.index, layout.capacity
         gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
-        if gap * layout.frame_bytes > self.max_gap_bytes:
+        if gap * layout.page_cost > self.max_gap_bytes:
             raise WireError(
                 "gap_too_large",
                 f"index {first} would leave {gap} frames missing after frame "
@@ -252,31 +296,50 @@ class Router:
         dropped = header.count - write_count
         if dropped:
             actions.append(Drop(name, dropped))
-        if capacity is not None and acquisition.next_index >= capacity:
-            actions.extend(self._finish(name, FinishReason.STOP))
         return actions
 
     def _stop(self, header: StopHeader, acquisition: _Acquisition) -> list[Action]:
-        """Stop; frames the publisher says it sent but that never came become missing."""
+        """Stop; frames the publisher says it sent but that never came become missing.
+
+        A tail too large to zero-fill is not written but reported in the record's error.
+        """
         actions: list[Action] = []
-        sent = header.frame_count
+        sent, error = header.frame_count, None
         capacity = acquisition.layout.capacity
         if sent is not None:
             end = sent if capacity is None else min(sent, capacity)
             tail = end - acquisition.next_index
-            if tail > 0 and tail * acquisition.layout.frame_bytes <= self.max_gap_bytes:
+            if tail > 0 and tail * acquisition.layout.page_cost <= self.max_gap_bytes:
                 actions.append(Skip(header.acquisition, acquisition.next_index, tail))
-        return actions + self._finish(header.acquisition, FinishReason.STOP, header.metadata)
+            elif tail > 0:
+                error = (
+                    f"the publisher sent {end} frames; the last {tail} never arrived and are "
+                    f"too many to zero-fill (max_gap_bytes {self.max_gap_bytes})"
+                )
+        finish = self._finish(header.acquisition, FinishReason.STOP, header.metadata, error)
+        return actions + finish
 
     def _finish(
-        self, name: str, reason: FinishReason, metadata: dict[str, Any] | None = None
+        self,
+        name: str,
+        reason: FinishReason,
+        metadata: dict[str, Any] | None = None,
+        error: str | None = None,
     ) -> list[Action]:
         self.open.pop(name, None)
         self._remember(name, AcquisitionState.FINISHED)
-        return [Finish(name, reason, metadata)]
+        return [Finish(name, reason, metadata, error)]
 
     def _remember(self, name: str, state: AcquisitionState) -> None:
         self.finished[name] = state
         self.finished.move_to_end(name)
         while len(self.finished) > RECENTLY_FINISHED:
             self.finished.popitem(last=False)
+
+
+def _deadline(acquisition: _Acquisition) -> float:
+    """Monotonic time at which ``acquisition`` times out if nothing more arrives."""
+    timeout = acquisition.idle_timeout
+    if acquisition.last_seq == 0:
+        timeout = min(timeout, acquisition.start_timeout)
+    return acquisition.last_activity + timeout

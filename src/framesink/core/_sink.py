@@ -54,6 +54,7 @@ class SinkProgress:
     frames_written: int
     frames_missing: int
     frames_dropped: int
+    messages_lost: int
     bytes_written: int
     direct_io: bool
 
@@ -82,6 +83,8 @@ class FrameSink(Protocol):
     def skip(self, count: int) -> None: ...
 
     def drop(self, count: int) -> None: ...
+
+    def lose_messages(self, count: int) -> None: ...
 
     def finalize(
         self,

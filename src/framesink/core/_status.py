@@ -88,6 +88,7 @@ class AcquisitionEntry(BaseModel):
     frames_written: int
     frames_missing: int
     frames_dropped: int
+    messages_lost: int
     bytes_written: int
     direct_io: bool
     queued_bytes: int
@@ -98,6 +99,8 @@ class AcquisitionEntry(BaseModel):
     reason: FinishReason | None
     error: str | None
     rejected_messages: int = 0
+    idle_s: float | None = None
+    idle_timeout: float | None = None
 
 
 class Rejection(BaseModel):
@@ -111,6 +114,15 @@ class Rejection(BaseModel):
     acquisition: str | None
 
 
+class RecoveryFailure(BaseModel):
+    """An interrupted acquisition that recovery could not rebuild."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    folder: str
+    error: str
+
+
 class DaemonStatus(BaseModel):
     """The reply to the control endpoint's ``status`` command."""
 
@@ -120,6 +132,7 @@ class DaemonStatus(BaseModel):
     version: str
     state: RunState
     recovering: bool
+    recovery_failures: list[RecoveryFailure] = []
     uptime_s: float
     data_root: str
     free_bytes: int | None

@@ -93,6 +93,7 @@ class StartHeader(_Header):
     dtype: Literal[SUPPORTED_DTYPES]  # type: ignore[valid-type]
     frame_shape: list[Annotated[int, Field(ge=1, le=1 << 20)]]
     shape: list[Annotated[int, Field(ge=1)] | None] | None = None
+    idle_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StartHeader:
@@ -267,6 +268,7 @@ def start_header(
     dtype: str,
     frame_shape: Sequence[int],
     shape: Sequence[int | None] | None = None,
+    idle_timeout: float | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -280,6 +282,8 @@ def start_header(
     }
     if shape is not None:
         header["shape"] = list(shape)
+    if idle_timeout is not None:
+        header["idle_timeout"] = float(idle_timeout)
     return header
 
 

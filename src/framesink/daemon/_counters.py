@@ -1,9 +1,15 @@
-"""Daemon counters and the log of recent rejections shown in the status."""
+"""Daemon counters, the recent rejections shown in the status, and their log lines.
+
+Everything here is bounded whatever a peer sends: rejections are counted per
+acquisition for the most recent ``TRACKED_ACQUISITIONS`` ids only, and rejection log
+lines are rate-limited per reason (a summary line says how many were left out).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from ..core import Counter, CounterValues, Rejection, WireError, utc_now
@@ -11,6 +17,9 @@ from ..core import Counter, CounterValues, Rejection, WireError, utc_now
 log = logging.getLogger("framesink.ingest")
 
 RECENT_ERRORS = 50
+TRACKED_ACQUISITIONS = 1024
+LOG_WINDOW_S = 10.0
+LOG_LINES_PER_WINDOW = 10
 NOT_BAD = frozenset({"orphan", "late_message"})
 REASON_COUNTERS = {
     "orphan": Counter.ORPHAN_MESSAGES,
@@ -20,13 +29,24 @@ REASON_COUNTERS = {
 
 
 @dataclass
+class _ReasonLog:
+    """Log lines of one rejection reason in the current window."""
+
+    window_start: float = 0.0
+    lines: int = 0
+    suppressed: int = 0
+
+
+@dataclass
 class Counters:
-    """Monotonic counts since start, plus rejections by reason."""
+    """Monotonic counts since start, plus rejections by reason (not thread-safe: the
+    daemon calls it under its dispatcher lock)."""
 
     values: dict[Counter, int] = field(default_factory=lambda: dict.fromkeys(Counter, 0))
     rejections: dict[str, int] = field(default_factory=dict)
     recent_errors: deque[Rejection] = field(default_factory=lambda: deque(maxlen=RECENT_ERRORS))
-    rejections_by_acquisition: dict[str, int] = field(default_factory=dict)
+    rejections_by_acquisition: OrderedDict[str, int] = field(default_factory=OrderedDict)
+    _logs: dict[str, _ReasonLog] = field(default_factory=dict)
 
     def add(self, counter: Counter, amount: int = 1) -> None:
         self.values[counter] += amount
@@ -39,8 +59,7 @@ class Counters:
             self.add(Counter.BAD_MESSAGES)
         self.rejections[error.reason] = self.rejections.get(error.reason, 0) + 1
         if error.acquisition:
-            by_acquisition = self.rejections_by_acquisition
-            by_acquisition[error.acquisition] = by_acquisition.get(error.acquisition, 0) + 1
+            self._count_for(error.acquisition)
         self.recent_errors.append(
             Rejection(
                 time=utc_now(),
@@ -49,6 +68,25 @@ class Counters:
                 acquisition=error.acquisition,
             )
         )
+        self._log(error)
+
+    def _count_for(self, acquisition: str) -> None:
+        by_acquisition = self.rejections_by_acquisition
+        by_acquisition[acquisition] = by_acquisition.get(acquisition, 0) + 1
+        by_acquisition.move_to_end(acquisition)
+        while len(by_acquisition) > TRACKED_ACQUISITIONS:
+            by_acquisition.popitem(last=False)
+
+    def _log(self, error: WireError) -> None:
+        now = time.monotonic()
+        state = self._logs.setdefault(error.reason, _ReasonLog(now))
+        if now - state.window_start >= LOG_WINDOW_S:
+            self._summarize(error.reason, state)
+            state.window_start, state.lines = now, 0
+        if state.lines >= LOG_LINES_PER_WINDOW:
+            state.suppressed += 1
+            return
+        state.lines += 1
         level = logging.INFO if error.reason in NOT_BAD else logging.WARNING
         log.log(
             level,
@@ -56,6 +94,34 @@ class Counters:
             error.reason,
             f" for {error.acquisition}" if error.acquisition else "",
             error.detail,
+        )
+
+    def flush_suppressed(self) -> None:
+        """Log a summary for each reason whose window has ended with lines left out."""
+        now = time.monotonic()
+        for reason, state in self._logs.items():
+            if now - state.window_start >= LOG_WINDOW_S:
+                self._summarize(reason, state)
+
+    @staticmethod
+    def _summarize(reason: str, state: _ReasonLog) -> None:
+        if state.suppressed:
+            log.warning(
+                "%d more messages rejected (%s) in the last %.0f s were not logged one by one",
+                state.suppressed,
+                reason,
+                LOG_WINDOW_S,
+            )
+            state.suppressed = 0
+
+    def peer_disconnected(self, endpoint: str, max_message_bytes: int) -> None:
+        self.add(Counter.PEER_DISCONNECTS)
+        log.info(
+            "publisher %s disconnected; if it did not close its socket, it may have sent a "
+            "message larger than max_message_bytes (%d), which ZeroMQ drops together with "
+            "the connection",
+            endpoint,
+            max_message_bytes,
         )
 
     def snapshot(self) -> CounterValues:

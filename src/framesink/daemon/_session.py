@@ -54,13 +54,18 @@ class _DropItem:
 
 
 @dataclass(frozen=True)
+class _LostMessagesItem:
+    count: int
+
+
+@dataclass(frozen=True)
 class _FinishItem:
     reason: FinishReason
     metadata: Mapping[str, Any] | None
     error: str | None
 
 
-_Item = _WriteItem | _SkipItem | _DropItem | _FinishItem
+_Item = _WriteItem | _SkipItem | _DropItem | _LostMessagesItem | _FinishItem
 
 
 class Session:
@@ -111,6 +116,9 @@ class Session:
     def drop(self, count: int) -> None:
         self._queue.put(_DropItem(count))
 
+    def lose_messages(self, count: int) -> None:
+        self._queue.put(_LostMessagesItem(count))
+
     def finish(
         self,
         reason: FinishReason,
@@ -144,6 +152,7 @@ class Session:
             frames_written=progress.frames_written,
             frames_missing=progress.frames_missing,
             frames_dropped=progress.frames_dropped,
+            messages_lost=progress.messages_lost,
             bytes_written=progress.bytes_written,
             direct_io=progress.direct_io,
             queued_bytes=self._queued_bytes,
@@ -178,6 +187,8 @@ class Session:
                         self._apply(self.sink.skip, count)
                     case _DropItem(count):
                         self._apply(self.sink.drop, count)
+                    case _LostMessagesItem(count):
+                        self._apply(self.sink.lose_messages, count)
                     case _:
                         assert_never(item)
         finally:

@@ -44,6 +44,15 @@ class Settings(BaseSettings):
     idle_timeout: float = Field(
         60.0, gt=0, description="Seconds without a message before an acquisition times out."
     )
+    max_idle_timeout: float = Field(
+        86400.0, gt=0, description="Largest idle_timeout a start message may ask for."
+    )
+    start_timeout: float = Field(
+        30.0, gt=0, description="Seconds an acquisition may stay open with nothing after its start."
+    )
+    max_seq_gap: int = Field(
+        1_000_000, ge=1, description="Most messages a seq may skip ahead; more is rejected."
+    )
     max_message_bytes: ByteSize = Field(
         ByteSize(1 << 31), description="Largest message accepted (ZMQ_MAXMSGSIZE)."
     )

@@ -7,7 +7,7 @@ from ._batch import save_config_frames
 from ._files import describe_os_error, read_record
 from ._journal import JournalHeader, read_journal
 from ._paths import ExistsPolicy, PathError, resolve_output_folder
-from ._recovery import RecoveryError, find_interrupted, recover
+from ._recovery import RecoveryError, RecoveryOutcome, find_interrupted, recover, recover_each
 from ._series import DATA_ALIGNMENT, ContiguousSeries
 from ._sink import TiffSink
 from ._writer import StreamWriter
@@ -19,6 +19,7 @@ __all__ = [
     "JournalHeader",
     "PathError",
     "RecoveryError",
+    "RecoveryOutcome",
     "StreamWriter",
     "TiffSink",
     "describe_os_error",
@@ -26,6 +27,7 @@ __all__ = [
     "read_journal",
     "read_record",
     "recover",
+    "recover_each",
     "resolve_output_folder",
     "save_config_frames",
 ]

@@ -51,6 +51,7 @@ class JournalState(BaseModel):
     """Frames the file held at the last ``frames`` event (None in a version 1 journal)."""
     missing_ranges: list[list[int]] = []
     frames_dropped: int = 0
+    messages_lost: int = 0
     stop_metadata: dict[str, Any] = {}
     error: str | None = None
 
@@ -117,6 +118,8 @@ def read_journal(path: Path) -> JournalState:
             state.missing_ranges.append([int(event["missing"][0]), int(event["missing"][1])])
         if "dropped" in event:
             state.frames_dropped += int(event["dropped"])
+        if "lost_messages" in event:
+            state.messages_lost += int(event["lost_messages"])
         if isinstance(event.get("stop_metadata"), dict):
             state.stop_metadata.update(event["stop_metadata"])
         if "error" in event:

@@ -12,20 +12,28 @@ import io
 import logging
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
-from ..core import JOURNAL_FILE, METADATA_TEMP, AcquisitionRecord, FinishReason, WriteError
+from ..core import (
+    JOURNAL_FILE,
+    METADATA_TEMP,
+    RECOVERY_FAILED_FILE,
+    RECOVERY_FOLDER,
+    AcquisitionRecord,
+    FinishReason,
+    WriteError,
+)
 from ._journal import JournalInUseError, JournalState, lock_journal, read_journal
 from ._sidecar import copy_sidecar
 from ._writer import StreamWriter
 
 log = logging.getLogger(__name__)
 
-RECOVERY_FOLDER = ".framesink-recovery"
 COPY_CHUNK_BYTES = 16 << 20
 """Frames are copied through one reused buffer of this size (memory stays flat)."""
 
@@ -48,25 +56,66 @@ def find_interrupted(path: str | Path) -> list[Path]:
     )
 
 
+@dataclass(frozen=True)
+class RecoveryOutcome:
+    """What happened to one interrupted acquisition folder."""
+
+    folder: Path
+    record: AcquisitionRecord | None = None
+    error: str | None = None
+
+
+def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[RecoveryOutcome]:
+    """Recover every interrupted acquisition at or under ``path``, one folder at a time.
+
+    Whatever goes wrong in one folder (even running out of memory) is reported for it
+    and written to a marker file in it; the other folders go on. With
+    ``retry_failed=False`` a folder with such a marker is reported again, not retried
+    (the daemon at start: a folder that failed once must not stop it again).
+    """
+    for folder in find_interrupted(path):
+        marker = folder / RECOVERY_FAILED_FILE
+        if not retry_failed and marker.is_file():
+            yield RecoveryOutcome(folder, error=marker.read_text(errors="replace").strip())
+            continue
+        try:
+            record = recover_folder(folder)
+        except JournalInUseError as exc:
+            log.info("skipping %s: %s", folder, exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - reported and marked; the other folders go on
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("could not recover %s: %s", folder, error)
+            _mark_failed(marker, error)
+            yield RecoveryOutcome(folder, error=error)
+            continue
+        marker.unlink(missing_ok=True)
+        yield RecoveryOutcome(folder, record=record)
+
+
 def recover(path: str | Path) -> list[AcquisitionRecord]:
     """Recover every interrupted acquisition at or under ``path``; return their records.
 
-    An acquisition that cannot be recovered is logged and skipped, so one damaged
-    folder does not block the others; RecoveryError is raised at the end if any failed.
+    An acquisition that cannot be recovered is logged, marked and skipped, so one
+    damaged folder does not block the others; RecoveryError is raised at the end if
+    any failed.
     """
-    records: list[AcquisitionRecord] = []
-    failures: list[str] = []
-    for folder in find_interrupted(path):
-        try:
-            records.append(recover_folder(folder))
-        except JournalInUseError as exc:
-            log.info("skipping %s: %s", folder, exc)
-        except (RecoveryError, OSError, ValueError) as exc:
-            log.error("could not recover %s: %s", folder, exc)
-            failures.append(f"{folder}: {exc}")
+    outcomes = list(recover_each(path))
+    failures = [f"{outcome.folder}: {outcome.error}" for outcome in outcomes if outcome.error]
     if failures:
         raise RecoveryError("; ".join(failures))
-    return records
+    return [outcome.record for outcome in outcomes if outcome.record is not None]
+
+
+def _mark_failed(marker: Path, error: str) -> None:
+    try:
+        marker.write_text(
+            f"framesink could not recover this acquisition: {error}\n"
+            "Fix the cause, then run `framesink recover` on this folder.\n",
+            encoding="utf-8",
+        )
+    except OSError as exc:
+        log.error("could not write %s: %s", marker, exc)
 
 
 def recover_folder(folder: Path) -> AcquisitionRecord:
@@ -103,6 +152,8 @@ def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
         _copy_frames(writer, source, data_offset, frames_on_disk, state)
         if state.frames_dropped:
             writer.note_dropped(state.frames_dropped)
+        if state.messages_lost:
+            writer.note_lost_messages(state.messages_lost)
         record = writer.finalize(
             FinishReason.RECOVERED, error=state.error, metadata=state.stop_metadata or None
         )

@@ -47,6 +47,9 @@ class TiffSink:
     def drop(self, count: int) -> None:
         self.writer.note_dropped(count)
 
+    def lose_messages(self, count: int) -> None:
+        self.writer.note_lost_messages(count)
+
     def finalize(
         self,
         reason: FinishReason,
@@ -65,6 +68,7 @@ class TiffSink:
             frames_written=writer.frames_written,
             frames_missing=writer.frames_missing,
             frames_dropped=writer.frames_dropped,
+            messages_lost=writer.messages_lost,
             bytes_written=writer.bytes_written,
             direct_io=writer.direct_io,
         )

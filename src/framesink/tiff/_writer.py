@@ -83,6 +83,7 @@ class StreamWriter:
         self.started = utc_now()
         self.frames_written = 0
         self.frames_dropped = 0
+        self.messages_lost = 0
         self.missing_ranges: list[list[int]] = []
         self._failure: OSError | None = None
         self._record: AcquisitionRecord | None = None
@@ -212,6 +213,12 @@ class StreamWriter:
         self._ensure_open()
         self.frames_dropped += count
         self._journal.append({"dropped": count})
+
+    def note_lost_messages(self, count: int) -> None:
+        """Count messages that never arrived (gaps in ``seq``): the acquisition is incomplete."""
+        self._ensure_open()
+        self.messages_lost += count
+        self._journal.append({"lost_messages": count})
 
     def _as_frames(self, frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         self._ensure_open()
@@ -416,10 +423,16 @@ class StreamWriter:
             frames_missing=self.frames_missing,
             missing_ranges=self._missing_in_file(),
             frames_dropped=self.frames_dropped,
+            messages_lost=self.messages_lost,
             bytes_written=self.bytes_written,
             started=self.started,
             stopped=utc_now(),
-            complete=reason is FinishReason.STOP and error is None and not self.missing_ranges,
+            complete=(
+                reason is FinishReason.STOP
+                and error is None
+                and not self.missing_ranges
+                and not self.messages_lost
+            ),
             reason=reason,
             error=error,
             version=__version__,

@@ -93,8 +93,13 @@ class Publisher:
         frame_shape: Sequence[int],
         shape: Sequence[int | None] | None = None,
         subscriber_timeout: float = 10.0,
+        idle_timeout: float | None = None,
     ) -> PublishedAcquisition:
-        """Send the start message and return a handle to send frames and stop."""
+        """Send the start message and return a handle to send frames and stop.
+
+        ``idle_timeout`` (seconds) replaces the daemon's for this acquisition, for
+        time-lapses slower than it (the daemon caps it at its ``max_idle_timeout``).
+        """
         self.wait_for_subscribers(1, subscriber_timeout)
         dump = (
             metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
@@ -107,6 +112,7 @@ class Publisher:
             dtype=dtype,
             frame_shape=frame_shape,
             shape=shape,
+            idle_timeout=idle_timeout,
         )
         self.send([self.topic, pack_header(header)])
         return PublishedAcquisition(self, acquisition, np.dtype(dtype), tuple(frame_shape))

@@ -1,0 +1,314 @@
+"""From received messages to work for the writer sessions, under one lock.
+
+The router decides what each message means; this turns its actions into sessions
+(one per acquisition run, each with its writer thread), frames queued within the byte
+budget, and counts. A run keeps its session until its files are final, even when a
+new run of the same acquisition id has started meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import assert_never
+
+import numpy as np
+
+from ..core import (
+    AcquisitionEntry,
+    AcquisitionState,
+    Action,
+    ByteBudget,
+    Counter,
+    Drop,
+    Finish,
+    FinishReason,
+    Open,
+    Router,
+    SeqGap,
+    SinkFactory,
+    SinkSpec,
+    Skip,
+    WireError,
+    Write,
+    decode,
+)
+from ..tiff import PathError, resolve_output_folder
+from ._counters import Counters
+from ._session import Session
+from ._settings import Settings
+
+log = logging.getLogger(__name__)
+
+RECENT_FINISHED = 50
+BUDGET_WAIT_S = 0.5
+
+
+class Dispatcher:
+    """Routes messages to writer sessions; every public method takes the lock."""
+
+    def __init__(self, settings: Settings, counters: Counters, sink_factory: SinkFactory) -> None:
+        self.settings = settings
+        self.counters = counters
+        self.router = Router(
+            idle_timeout=settings.idle_timeout,
+            max_open=settings.max_open,
+            max_gap_bytes=int(settings.max_gap_bytes),
+            start_timeout=settings.start_timeout,
+            max_idle_timeout=settings.max_idle_timeout,
+            max_seq_gap=settings.max_seq_gap,
+        )
+        self.budget = ByteBudget(int(settings.queue_bytes))
+        self.sessions: list[Session] = []
+        self.receiving: dict[str, Session] = {}
+        self.recent: deque[AcquisitionEntry] = deque(maxlen=RECENT_FINISHED)
+        self.free_bytes: int | None = None
+        self.intake_deadline: float | None = None
+        """Set at shutdown: no message waits for queue space beyond it."""
+        self._sink_factory = sink_factory
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    # -- messages ----------------------------------------------------------------------
+    def handle(self, parts: list[memoryview]) -> None:
+        """Decode, route and dispatch one message; reject it with a reason if it is bad."""
+        with self._lock:
+            self.counters.add(Counter.MESSAGES)
+            try:
+                message = decode(parts, int(self.settings.max_header_bytes))
+                for action in self.router.route(message, time.monotonic()):
+                    self._dispatch(action)
+            except WireError as exc:
+                self.counters.reject(exc)
+            except Exception as exc:  # a bug hit by one message must not take the daemon down
+                log.exception("internal error while handling a message; it is rejected")
+                self.counters.reject(WireError("internal_error", f"{type(exc).__name__}: {exc}"))
+
+    def expire(self, now: float) -> None:
+        with self._lock:
+            for action in self.router.expire(now):
+                self._dispatch(action)
+
+    def pause_clock(self, seconds: float) -> None:
+        """The daemon was not reading for ``seconds``: that was not the publishers' idleness."""
+        with self._lock:
+            self.router.extend_deadlines(seconds)
+
+    def finish_all(self, reason: FinishReason) -> None:
+        with self._lock:
+            for action in self.router.finish_all(reason):
+                self._dispatch(action)
+
+    def fail_all(self, error: str) -> int:
+        """End every open acquisition as failed; return how many."""
+        with self._lock:
+            actions = self.router.fail_all(error)
+            for action in actions:
+                self._dispatch(action)
+            return len(actions)
+
+    def _dispatch(self, action: Action) -> None:
+        match action:
+            case Open():
+                self._open(action)
+            case SeqGap(acquisition, missed):
+                self.counters.add(Counter.SEQ_GAPS, missed)
+                log.warning(
+                    "acquisition %s: %d messages never arrived (seq gap)", acquisition, missed
+                )
+                self._to_session(action)
+            case Write() | Skip() | Drop() | Finish():
+                self._to_session(action)
+            case _:
+                assert_never(action)
+
+    def _to_session(self, action: Write | Skip | Drop | Finish | SeqGap) -> None:
+        session = self.receiving.get(action.acquisition)
+        if session is None:
+            raise RuntimeError(f"acquisition {action.acquisition!r} is open but has no session")
+        if session.failed:
+            self._retire_failed(session)
+            if isinstance(action, Write):
+                self.counters.add(Counter.FRAMES_RECEIVED, action.count)
+                session.frames_lost += action.count
+            if not isinstance(action, Finish):
+                self.counters.reject(
+                    WireError(
+                        "acquisition_failed",
+                        f"{type(action).__name__.lower()} not applied: the acquisition failed "
+                        f"({session.error})",
+                        action.acquisition,
+                    )
+                )
+            return
+        match action:
+            case Write():
+                self._write(session, action)
+            case Skip(_, _, count):
+                session.skip(count)
+            case Drop(_, count):
+                self.counters.add(Counter.FRAMES_DROPPED, count)
+                session.drop(count)
+            case SeqGap(_, missed):
+                session.lose_messages(missed)
+            case Finish(_, reason, metadata, error):
+                session.finish(reason, metadata, error)
+                del self.receiving[action.acquisition]
+            case _:
+                assert_never(action)
+
+    def _open(self, action: Open) -> None:
+        start = action.start
+        try:
+            self._refuse_when_disk_low()
+            folder = resolve_output_folder(
+                self.settings.data_root,
+                start.output.output_path,
+                start.output.output_name,
+                self.settings.on_exists,
+            )
+            spec = SinkSpec(
+                acquisition=action.acquisition,
+                folder=folder,
+                name=start.output.output_name,
+                metadata=start.metadata,
+                layout=action.layout,
+                fsync_interval=self.settings.fsync_interval or None,
+                direct_io=self.settings.direct_io,
+            )
+            sink = self._sink_factory(spec)
+            sink.prepare()
+        except (PathError, OSError, ValueError) as exc:
+            self.router.fail(action.acquisition)
+            self.counters.add(Counter.ACQUISITIONS_REJECTED)
+            self.counters.reject(WireError("bad_output", str(exc), action.acquisition))
+            return
+        except Exception:
+            self.router.fail(action.acquisition)
+            raise
+        session = Session(action.acquisition, action.layout, sink, self.budget)
+        self.sessions.append(session)
+        self.receiving[action.acquisition] = session
+        self.counters.add(Counter.ACQUISITIONS_STARTED)
+        log.info("acquisition %s started -> %s", action.acquisition, sink.progress().path)
+
+    def _refuse_when_disk_low(self) -> None:
+        if self.free_bytes is not None and self.free_bytes < int(self.settings.min_free_bytes):
+            raise OSError(
+                f"only {self.free_bytes} bytes free on the data root (minimum "
+                f"{int(self.settings.min_free_bytes)}); acquisition refused"
+            )
+
+    def _write(self, session: Session, action: Write) -> None:
+        layout = session.layout
+        frames = np.frombuffer(action.payload, dtype=layout.dtype).reshape(
+            action.count, *layout.frame_shape
+        )
+        self.counters.add(Counter.FRAMES_RECEIVED, action.count)
+        if not self._take_budget(session, frames.nbytes):
+            self.counters.add(Counter.FRAMES_LOST_OVERLOAD, action.count)
+            session.skip(action.count)
+            session.unreported_overload += action.count
+            _report_overload(session)
+            return
+        session.write(frames, action.frame_metadata, frames.nbytes)
+
+    def _take_budget(self, session: Session, nbytes: int) -> bool:
+        """Reserve queue space: PULL waits for it (backpressure), SUB never waits.
+
+        At shutdown a PULL daemon waits only until the intake deadline; what then does
+        not fit is recorded missing, like SUB overload.
+        """
+        if self.budget.acquire(nbytes, timeout=0):
+            return True
+        if self.settings.socket == "sub":
+            return False
+        started = time.monotonic()
+        self._lock.release()
+        try:
+            while not self.budget.acquire(nbytes, timeout=BUDGET_WAIT_S):
+                deadline = self.intake_deadline
+                if session.done or (deadline is not None and time.monotonic() >= deadline):
+                    return False
+            return True
+        finally:
+            self._lock.acquire()
+            # Messages waited in ZeroMQ meanwhile: that time is not idleness.
+            self.router.extend_deadlines(time.monotonic() - started)
+
+    def _retire_failed(self, session: Session) -> None:
+        """A session whose writer failed: its acquisition ends; later messages are late."""
+        if self.receiving.get(session.acquisition) is session:
+            del self.receiving[session.acquisition]
+            self.router.fail(session.acquisition)
+        session.finish(FinishReason.ERROR, error=session.error)
+
+    # -- sessions ----------------------------------------------------------------------
+    def reap(self) -> None:
+        """Retire failed sessions and move finished ones to the recent list."""
+        with self._lock:
+            for session in list(self.sessions):
+                _report_overload(session, force=True)
+                if session.failed:
+                    self._retire_failed(session)
+                if not session.done:
+                    continue
+                self.sessions.remove(session)
+                entry = session.entry()
+                self.recent.appendleft(entry)
+                self.counters.add(Counter.FRAMES_WRITTEN, entry.frames_written)
+                self.counters.add(Counter.BYTES_WRITTEN, entry.bytes_written)
+                failed = entry.state is AcquisitionState.FAILED
+                self.counters.add(
+                    Counter.ACQUISITIONS_FAILED if failed else Counter.ACQUISITIONS_FINISHED
+                )
+
+    def join(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s in all) until every session's files are final."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            sessions = list(self.sessions)
+        for session in sessions:
+            if not session.join(max(0.0, deadline - time.monotonic())):
+                log.error("acquisition %s did not finish writing in time", session.acquisition)
+        self.reap()
+
+    def entries(self) -> tuple[list[AcquisitionEntry], list[AcquisitionEntry]]:
+        """Status entries: (live sessions, recently finished); call with the lock held."""
+        by_acquisition = self.counters.rejections_by_acquisition
+        clock = {a.acquisition: a for a in self.router.describe_open(time.monotonic())}
+        live = []
+        for session in self.sessions:
+            entry = session.entry(by_acquisition.get(session.acquisition, 0))
+            open_state = clock.get(session.acquisition)
+            if open_state is not None and self.receiving.get(session.acquisition) is session:
+                entry.idle_s, entry.idle_timeout = open_state.idle_s, open_state.idle_timeout
+            live.append(entry)
+        recent = [
+            entry.model_copy(update={"rejected_messages": by_acquisition.get(entry.acquisition, 0)})
+            for entry in self.recent
+        ]
+        return live, recent
+
+
+def _report_overload(session: Session, force: bool = False) -> None:
+    """Warn about frames lost to a full queue, at most once a second per acquisition."""
+    now = time.monotonic()
+    if not session.unreported_overload or (not force and now - session.overload_reported_at < 1):
+        return
+    log.warning(
+        "acquisition %s: queue full, %d more frames recorded as missing (SUB cannot wait; "
+        "use PULL, a larger queue_bytes or a faster disk)",
+        session.acquisition,
+        session.unreported_overload,
+    )
+    session.unreported_overload = 0
+    session.overload_reported_at = now
