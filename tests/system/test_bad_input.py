@@ -97,6 +97,23 @@ def bad_messages(outside: Path) -> tuple[list[list[bytes]], int, int]:
             ),
         ],
         [b"t", _pack(_start("big", metadata={"axes": "TYX", "blob": "z" * (80 << 10)}))],
+        # names: over-long in bytes (would leave an empty folder), reserved, controls
+        [b"t", _pack(_start("long", output={"output_path": "n/long", "output_name": "é" * 120}))],
+        [
+            b"t",
+            _pack(
+                _start("rsv", output={"output_path": "n/.framesink-recovery", "output_name": "x"})
+            ),
+        ],
+        [
+            b"t",
+            _pack(_start("nl", output={"output_path": "n/nl", "output_name": "a\nINFO forged"})),
+        ],
+        [b"t", _pack(_start("c1", output={"output_path": "n/c1\x85", "output_name": "x"}))],
+        [
+            b"t",
+            _pack(_start("bidi", output={"output_path": "n/bidi", "output_name": "x\u202eftt"})),
+        ],
         [b"t", _pack(_frames("valid", 50, 100, 1)), bytes(7)],
         [b"t", _pack(_frames("valid", 51, 100, 1))],
         [b"t", _pack(_frames("valid", 52, 100, 0)), b""],
@@ -240,7 +257,10 @@ def test_bad_messages_never_disturb_a_valid_acquisition(
         "orphan",
     }
     assert status.recent_errors, "rejections must be visible in the status"
-    assert "rejected message (bad_output) for link" in daemon.log()
+    log = daemon.log()
+    assert "rejected message (bad_output) for link" in log
+    assert "a\\nINFO forged" in log, "the newline in the name is escaped in the log"
+    assert not any(line.startswith("INFO forged") for line in log.splitlines())
     assert list(outside.iterdir()) == []
     assert not absolute_target.exists()
     created = sorted(str(p.relative_to(root)) for p in root.rglob("*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -312,3 +313,47 @@ def test_a_raw_publisher_that_loses_messages_gets_an_incomplete_record(
         context.term()
     assert (entry.complete, entry.frames_written, entry.messages_lost) == (False, 3, 3)
     assert read_metadata(daemon.data_root / "lossy")["framesink"]["messages_lost"] == 3
+
+
+def test_a_folder_swapped_for_a_link_while_starts_arrive_writes_nothing_outside(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    outside.mkdir()
+    daemon = start_daemon(socket="pull", data_root=root)
+    stop = threading.Event()
+
+    def swap() -> None:
+        while not stop.is_set():
+            # The daemon creates and removes exp too: whoever loses a step tries again.
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                (root / "exp").mkdir(exist_ok=True)
+                os.rename(root / "exp", root / f"parked-{time.monotonic_ns()}")
+                (root / "exp").symlink_to(outside)
+                (root / "exp").unlink()
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        with Publisher(daemon.ingest, kind="push", control=daemon.control) as publisher:
+            for number in range(300):
+                run = start_tyx(
+                    publisher,
+                    f"race{number}",
+                    output_path="exp/run",
+                    output_name="cam",
+                    dtype="uint8",
+                    frame_shape=(2, 2),
+                )
+                run.send(pattern(1, (2, 2), "uint8"))
+                run.stop()
+            daemon.wait_for(lambda s: s.counters.messages == 900, timeout=60)
+    finally:
+        stop.set()
+        swapper.join()
+    daemon.wait_for(lambda s: not any(a.state == "open" for a in s.acquisitions), timeout=60)
+    assert list(outside.rglob("*")) == []
+    written = sorted(root.rglob("cam.ome.tiff"))
+    refused = daemon.status().counters.rejected_by_reason.get("bad_output", 0)
+    assert len(written) + refused == 300
+    assert written, "some starts must have found the real folder"

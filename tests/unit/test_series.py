@@ -15,7 +15,7 @@ import pytest
 import tifffile
 
 from framesink.core import FrameLayout
-from framesink.tiff import DATA_ALIGNMENT, ContiguousSeries
+from framesink.tiff import DATA_ALIGNMENT, ContiguousSeries, Folder
 from framesink.tiff._pixels import DIRECT_ALIGNMENT, STAGING_BYTES, PixelFile, aligned_buffer
 
 from ..helpers import pattern
@@ -106,7 +106,7 @@ def test_series_bytes_equal_tifffile_writing_every_page(
     axes = "TYXS" if len(frame_shape) == 3 else "TYX"
     layout = FrameLayout.create(axes, dtype, frame_shape)
     series = series_class(
-        tmp_path / "series.tif", layout, description=DESCRIPTION, direct_io=direct_io
+        Folder.at(tmp_path), "series.tif", layout, description=DESCRIPTION, direct_io=direct_io
     )
     _write_series(series, frames, chunks, holes)
     reference = _tifffile_reference(tmp_path / "reference.tif", frames, hole_frames)
@@ -118,12 +118,12 @@ def test_series_bytes_equal_tifffile_writing_every_page(
 
 def test_direct_io_is_used_where_the_filesystem_allows_it(tmp_path: Path) -> None:
     layout = FrameLayout.create("TYX", "uint16", (256, 256))
-    series = ContiguousSeries(tmp_path / "a.tif", layout, description=DESCRIPTION)
+    series = ContiguousSeries(Folder.at(tmp_path), "a.tif", layout, description=DESCRIPTION)
     series.append([pattern(2, (256, 256), "uint16")])
     assert series.is_direct
     series.close()
     odd = FrameLayout.create("TYX", "uint16", (3, 5))
-    buffered = ContiguousSeries(tmp_path / "b.tif", odd, description=DESCRIPTION)
+    buffered = ContiguousSeries(Folder.at(tmp_path), "b.tif", odd, description=DESCRIPTION)
     buffered.append([pattern(2, (3, 5), "uint16")])
     assert not buffered.is_direct
     buffered.close()
@@ -138,7 +138,7 @@ def test_pixel_file_writes_from_unaligned_memory_and_at_unaligned_offsets(tmp_pa
     unaligned = source[17:]  # 16-byte-ish alignment, as received messages have
     aligned = aligned_buffer(4 * DIRECT_ALIGNMENT)
     aligned[:] = 7
-    with closing(PixelFile(path, direct=True)) as pixels:
+    with closing(PixelFile(Folder.at(path.parent), path.name, direct=True)) as pixels:
         assert pixels.is_direct
         pixels.write_at(0, [unaligned])
         pixels.write_at(unaligned.nbytes, [aligned])
@@ -158,7 +158,7 @@ def test_gathered_writes_span_staging_rounds(tmp_path: Path) -> None:
     unaligned = [
         np.frombuffer(b"\0" * 16 + frame.tobytes(), np.uint16, offset=16) for frame in frames
     ]
-    with closing(PixelFile(path, direct=True)) as pixels:
+    with closing(PixelFile(Folder.at(path.parent), path.name, direct=True)) as pixels:
         pixels.write_at(DIRECT_ALIGNMENT, unaligned[:1])
         pixels.write_at(DIRECT_ALIGNMENT + frames[0].nbytes, unaligned[1:])
         assert pixels.is_direct
@@ -202,13 +202,17 @@ def test_4k_sector_disk_falls_back_when_o_direct_refuses_512_byte_alignment(
     disk_with_4k_sectors: Path,
 ) -> None:
     whole_sectors = FrameLayout.create("TYX", "uint16", (256, 256))
-    series = ContiguousSeries(disk_with_4k_sectors / "a.tif", whole_sectors, description="")
+    series = ContiguousSeries(
+        Folder.at(disk_with_4k_sectors), "a.tif", whole_sectors, description=""
+    )
     series.append([pattern(3, (256, 256), "uint16")])
     assert series.is_direct
     series.close()
     partial_sectors = FrameLayout.create("TYX", "uint16", (8, 160))  # 5 x 512 bytes
     frames = pattern(5, (8, 160), "uint16")
-    series = ContiguousSeries(disk_with_4k_sectors / "b.tif", partial_sectors, description="")
+    series = ContiguousSeries(
+        Folder.at(disk_with_4k_sectors), "b.tif", partial_sectors, description=""
+    )
     series.append([frames[:1]])  # aligned for 512-byte sectors: the kernel says EINVAL
     series.append([frames[1:2], frames[2:]])
     assert not series.is_direct

@@ -16,7 +16,7 @@ from ..helpers import FullDiskSink, GatedSink, pattern, read_metadata, read_tiff
 
 def _spec(folder: Path, name: str) -> SinkSpec:
     layout = FrameLayout.create("TYX", "uint16", (64, 64))
-    return SinkSpec(name, folder, name, {"axes": "TYX"}, layout, fsync_interval=None)
+    return SinkSpec(name, folder, "", name, {"axes": "TYX"}, layout, fsync_interval=None)
 
 
 def _queue_write(session: Session, budget: ByteBudget, frames: np.ndarray[Any, Any]) -> None:

@@ -7,6 +7,17 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from ..core import printable
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: controls in messages (a newline in a name sent by a peer)
+    are escaped, so a message cannot forge or hide log lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for journald or log shippers."""
@@ -28,7 +39,7 @@ def configure_logging(level: str, fmt: str) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

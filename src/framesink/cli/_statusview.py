@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..core import AcquisitionEntry, CounterValues, DaemonStatus, Rejection
+from ..core import AcquisitionEntry, CounterValues, DaemonStatus, Rejection, printable
 
 
 def _size(nbytes: float | None) -> str:
@@ -38,7 +38,7 @@ def _daemon_lines(status: DaemonStatus) -> list[str]:
         + ("  recovering interrupted acquisitions" if status.recovering else ""),
         f"ingest: {', '.join(status.ingest)}   data root: {status.data_root}",
         *(
-            f"  ! could not recover {failure.folder}: {failure.error}"
+            f"  ! could not recover {printable(failure.folder)}: {printable(failure.error)}"
             for failure in status.recovery_failures
         ),
     ]
@@ -54,7 +54,7 @@ def _acquisition_lines(acquisitions: list[AcquisitionEntry]) -> list[str]:
         rate = entry.frames_per_s
         rows.append(
             (
-                entry.acquisition,
+                printable(entry.acquisition),
                 entry.state.value,
                 str(entry.frames_written),
                 str(entry.frames_missing),
@@ -62,7 +62,7 @@ def _acquisition_lines(acquisitions: list[AcquisitionEntry]) -> list[str]:
                 "-" if rate is None else f"{rate:.0f}",
                 entry.reason.value if entry.reason else "-",
                 "direct" if entry.direct_io else "cache",
-                entry.path,
+                printable(entry.path),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -72,7 +72,9 @@ def _acquisition_lines(acquisitions: list[AcquisitionEntry]) -> list[str]:
         + row[-1]
         for row in rows
     ]
-    lines += [f"  ! {e.acquisition}: {e.error}" for e in acquisitions if e.error]
+    lines += [
+        f"  ! {printable(e.acquisition)}: {printable(e.error)}" for e in acquisitions if e.error
+    ]
     return lines
 
 
@@ -100,7 +102,7 @@ def _error_lines(errors: list[Rejection]) -> list[str]:
         return []
     return ["recent errors:"] + [
         f"  {e.time} {e.reason}"
-        + (f" [{e.acquisition}]" if e.acquisition else "")
-        + f": {e.detail}"
+        + (f" [{printable(e.acquisition)}]" if e.acquisition else "")
+        + f": {printable(e.detail)}"
         for e in errors[-5:]
     ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 TIFF_SUFFIX = ".ome.tiff"
 PARTIAL_SUFFIX = ".partial"
@@ -13,21 +15,64 @@ METADATA_TEMP = f".{METADATA_FILE}.tmp"
 RECOVERY_FOLDER = ".framesink-recovery"
 RECOVERY_FAILED_FILE = "framesink-recovery-failed.txt"
 MAX_NAME_LENGTH = 200
+NAME_MAX_BYTES = 255
+"""What most filesystems allow for one name, in bytes."""
+RESERVED_PREFIX = ".framesink"
+RESERVED_NAMES = frozenset(
+    {JOURNAL_FILE, METADATA_FILE, METADATA_TEMP, RECOVERY_FOLDER, RECOVERY_FAILED_FILE}
+)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""C0 and C1 controls and the marks and overrides that reorder displayed text."""
+
+
+class ExistsPolicy(StrEnum):
+    """What to do when the target folder already holds an acquisition."""
+
+    INCREMENT = "increment"
+    ERROR = "error"
+
+
+def check_characters(text: str, what: str) -> None:
+    """Raise ValueError if ``text`` holds control or text-direction characters."""
+    found = _UNSAFE.search(text)
+    if found:
+        raise ValueError(
+            f"{what} holds the control or text-direction character "
+            f"U+{ord(found.group()):04X} at position {found.start()}: {printable(text)}"
+        )
+
+
+def is_reserved(name: str) -> bool:
+    """True for names framesink uses for itself in acquisition folders."""
+    return name in RESERVED_NAMES or name.startswith(RESERVED_PREFIX)
 
 
 def check_output_name(name: str) -> str:
     """Return ``name`` if it is a plain file stem, else raise ValueError."""
+    check_characters(name, "output_name")
     if (
         not name
         or name in {".", ".."}
-        or any(c in name for c in "/\\\0")
+        or any(c in name for c in "/\\")
         or name != name.strip()
         or len(name) > MAX_NAME_LENGTH
     ):
         raise ValueError(
             f"output_name must be a plain file name stem (no separators); got {name!r}"
         )
+    longest = OutputFiles(name).partial
+    if len(longest.encode()) > NAME_MAX_BYTES:
+        raise ValueError(
+            f"output_name is too long: {longest!r} would be more than {NAME_MAX_BYTES} bytes"
+        )
+    if is_reserved(name):
+        raise ValueError(f"output_name {name!r} is reserved for framesink's own files")
     return name
+
+
+def printable(text: str) -> str:
+    """``text`` with controls and text-direction marks escaped, for logs and tables."""
+    return _UNSAFE.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._layout import FrameLayout
+from ._names import ExistsPolicy
 from ._record import AcquisitionRecord, FinishReason
 
 FrameMetadata = Mapping[str, Any] | None
@@ -34,13 +35,18 @@ class FrameChunk:
 
 @dataclass(frozen=True)
 class SinkSpec:
-    """Everything a sink needs to store one acquisition."""
+    """Everything a sink needs to store one acquisition.
+
+    ``output_path`` comes from the wire: the sink confines it to ``data_root``.
+    """
 
     acquisition: str
-    folder: Path
+    data_root: Path
+    output_path: str
     name: str
     metadata: dict[str, Any]
     layout: FrameLayout
+    on_exists: ExistsPolicy = ExistsPolicy.INCREMENT
     fsync_interval: float | None = 1.0
     direct_io: bool = True
 

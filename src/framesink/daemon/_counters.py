@@ -19,7 +19,7 @@ log = logging.getLogger("framesink.ingest")
 RECENT_ERRORS = 50
 TRACKED_ACQUISITIONS = 1024
 LOG_WINDOW_S = 10.0
-LOG_LINES_PER_WINDOW = 10
+LOG_LINES_PER_WINDOW = 20
 NOT_BAD = frozenset({"orphan", "late_message"})
 REASON_COUNTERS = {
     "orphan": Counter.ORPHAN_MESSAGES,

@@ -37,7 +37,6 @@ from ..core import (
     Write,
     decode,
 )
-from ..tiff import PathError, resolve_output_folder
 from ._counters import Counters
 from ._session import Session
 from ._settings import Settings
@@ -169,16 +168,12 @@ class Dispatcher:
         start = action.start
         try:
             self._refuse_when_disk_low()
-            folder = resolve_output_folder(
-                self.settings.data_root,
-                start.output.output_path,
-                start.output.output_name,
-                self.settings.on_exists,
-            )
             spec = SinkSpec(
                 acquisition=action.acquisition,
-                folder=folder,
+                data_root=self.settings.data_root,
+                output_path=start.output.output_path,
                 name=start.output.output_name,
+                on_exists=self.settings.on_exists,
                 metadata=start.metadata,
                 layout=action.layout,
                 fsync_interval=self.settings.fsync_interval or None,
@@ -186,7 +181,7 @@ class Dispatcher:
             )
             sink = self._sink_factory(spec)
             sink.prepare()
-        except (PathError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             self.router.fail(action.acquisition)
             self.counters.add(Counter.ACQUISITIONS_REJECTED)
             self.counters.reject(WireError("bad_output", str(exc), action.acquisition))

@@ -14,7 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ..tiff import ExistsPolicy
+from ..core import ExistsPolicy
 
 SYSTEM_CONFIG = Path("/etc/framesink/framesink.toml")
 CONFIG_ENV = "FRAMESINK_CONFIG"

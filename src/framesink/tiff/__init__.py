@@ -5,8 +5,9 @@ An IO adapter over :mod:`framesink.core`; it knows nothing of sockets or the dae
 
 from ._batch import save_config_frames
 from ._files import describe_os_error, read_record
+from ._folder import Folder
 from ._journal import JournalHeader, read_journal
-from ._paths import ExistsPolicy, PathError, resolve_output_folder
+from ._paths import PathError, open_output_folder
 from ._recovery import RecoveryError, RecoveryOutcome, find_interrupted, recover, recover_each
 from ._series import DATA_ALIGNMENT, ContiguousSeries
 from ._sink import TiffSink
@@ -15,7 +16,7 @@ from ._writer import StreamWriter
 __all__ = [
     "DATA_ALIGNMENT",
     "ContiguousSeries",
-    "ExistsPolicy",
+    "Folder",
     "JournalHeader",
     "PathError",
     "RecoveryError",
@@ -24,10 +25,10 @@ __all__ = [
     "TiffSink",
     "describe_os_error",
     "find_interrupted",
+    "open_output_folder",
     "read_journal",
     "read_record",
     "recover",
     "recover_each",
-    "resolve_output_folder",
     "save_config_frames",
 ]

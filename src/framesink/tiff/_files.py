@@ -9,13 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..core import METADATA_FILE, RESERVED_METADATA_KEY, AcquisitionRecord, OutputFiles
-
-
-def folder_is_taken(folder: Path, files: OutputFiles) -> bool:
-    """True when ``folder`` already holds files of the acquisition named by ``files``."""
-    return any((folder / name).exists() for name in files.claiming)
-
+from ..core import METADATA_FILE, RESERVED_METADATA_KEY, AcquisitionRecord
+from ._folder import Folder
 
 _ERRNO_HINTS = {
     errno.ENOSPC: "no space left on the device (disk full)",
@@ -37,26 +32,16 @@ def describe_os_error(exc: OSError) -> str:
     return str(exc)
 
 
-def write_json_atomically(path: Path, document: Mapping[str, Any]) -> None:
-    """Write ``document`` to ``path`` via a temporary file, fsync and rename."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.unlink(missing_ok=True)
-    with temporary.open("w", encoding="utf-8") as handle:
+def write_json_atomically(folder: Folder, name: str, document: Mapping[str, Any]) -> None:
+    """Write ``document`` as ``name`` in ``folder`` via a temporary file, fsync and rename."""
+    temporary = f".{name}.tmp"
+    with os.fdopen(folder.create_fresh(temporary), "w", encoding="utf-8") as handle:
         json.dump(document, handle, indent=2, ensure_ascii=False, allow_nan=False)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    fsync_directory(path.parent)
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make renames and creations in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    folder.rename(temporary, name)
+    folder.sync()
 
 
 def read_record(folder: Path) -> AcquisitionRecord:

@@ -15,9 +15,12 @@ import fcntl
 import json
 import os
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict
+
+from ..core import JOURNAL_FILE
+from ._folder import Folder
 
 JOURNAL_VERSION = 2
 """Version 2 added the ``frames`` events; version 1 journals are still read."""
@@ -73,10 +76,11 @@ def lock_journal(handle: IO[Any], path: Path) -> None:
 class Journal:
     """Appends events to an acquisition's journal; each append reaches the OS at once."""
 
-    def __init__(self, path: Path, header: JournalHeader) -> None:
-        self.path = path
-        self._handle: TextIO = path.open("x", encoding="utf-8")
-        lock_journal(self._handle, path)
+    def __init__(self, folder: Folder, header: JournalHeader) -> None:
+        self.folder = folder
+        self.path = folder.path / JOURNAL_FILE
+        self._handle = folder.create_text(JOURNAL_FILE)
+        lock_journal(self._handle, self.path)
         self.append(header.model_dump(mode="json"))
         self.sync()
 
@@ -92,12 +96,13 @@ class Journal:
 
     def remove(self) -> None:
         self.close()
-        self.path.unlink(missing_ok=True)
+        self.folder.unlink(JOURNAL_FILE)
 
 
-def read_journal(path: Path) -> JournalState:
-    """Parse a journal; raise ValueError when its header is unreadable."""
-    lines = path.read_text(encoding="utf-8").splitlines()
+def read_journal(handle: IO[bytes], path: Path) -> JournalState:
+    """Parse the journal open as ``handle``; raise ValueError when its header is unreadable."""
+    handle.seek(0)
+    lines = handle.read().decode("utf-8", errors="replace").splitlines()
     if not lines:
         raise ValueError(f"{path} is empty")
     try:

@@ -20,10 +20,11 @@ import logging
 import mmap
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._folder import Folder
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +47,11 @@ class PartialWriteError(OSError):
 class PixelFile:
     """Positioned writes into one file; ``direct`` asks for O_DIRECT where possible."""
 
-    def __init__(self, path: str | Path, *, direct: bool = True) -> None:
-        self.path = Path(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)
+    def __init__(self, folder: Folder, name: str, *, direct: bool = True) -> None:
+        """Open the existing file ``name`` in ``folder`` (never through a link)."""
+        self.folder = folder
+        self.name = name
+        self._fd = folder.open(name, os.O_WRONLY)
         self._direct_fd: int | None = None
         self._staging: np.ndarray[Any, np.dtype[np.uint8]] | None = None
         self._bypasses_cache = False
@@ -65,9 +68,9 @@ class PixelFile:
         if not flag:
             return
         try:
-            self._direct_fd = os.open(self.path, os.O_WRONLY | os.O_CLOEXEC | flag)
+            self._direct_fd = self.folder.open(self.name, os.O_WRONLY | flag)
         except OSError as exc:
-            log.info("%s: no O_DIRECT (%s); writing through the page cache", self.path.name, exc)
+            log.info("%s: no O_DIRECT (%s); writing through the page cache", self.name, exc)
             return
         self._staging = aligned_buffer(STAGING_BYTES)
         self._bypasses_cache = True
@@ -87,7 +90,7 @@ class PixelFile:
                     raise
                 log.info(
                     "%s: O_DIRECT refused (%s); writing through the page cache",
-                    self.path.name,
+                    self.name,
                     exc,
                 )
                 self._close_direct()

@@ -8,13 +8,14 @@ metadata come from the journal.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import tifffile
@@ -26,8 +27,11 @@ from ..core import (
     RECOVERY_FOLDER,
     AcquisitionRecord,
     FinishReason,
+    OutputFiles,
     WriteError,
+    check_output_name,
 )
+from ._folder import Folder
 from ._journal import JournalInUseError, JournalState, lock_journal, read_journal
 from ._sidecar import copy_sidecar
 from ._writer import StreamWriter
@@ -118,88 +122,108 @@ def _mark_failed(marker: Path, error: str) -> None:
         log.error("could not write %s: %s", marker, exc)
 
 
-def recover_folder(folder: Path) -> AcquisitionRecord:
-    """Rebuild the interrupted acquisition in ``folder`` (JournalInUseError if it is live)."""
-    with (folder / JOURNAL_FILE).open("rb") as held:
-        lock_journal(held, folder / JOURNAL_FILE)
-        return _rebuild(folder, read_journal(folder / JOURNAL_FILE))
+def recover_folder(path: Path) -> AcquisitionRecord:
+    """Rebuild the interrupted acquisition in ``path`` (JournalInUseError if it is live)."""
+    with Folder.at(path, create=False) as folder, folder.open_binary(JOURNAL_FILE) as held:
+        lock_journal(held, path / JOURNAL_FILE)
+        state = read_journal(held, path / JOURNAL_FILE)
+        _check_names(state)
+        return _rebuild(folder, state)
 
 
-def _rebuild(folder: Path, state: JournalState) -> AcquisitionRecord:
+def _check_names(state: JournalState) -> None:
+    """The journal names only the files its acquisition may have: nothing else is touched."""
     header = state.header
-    partial = folder / header.partial
+    files = OutputFiles(check_output_name(header.name))
+    named = (header.tiff, header.partial, header.sidecar)
+    if named != (files.tiff, files.partial, files.sidecar):
+        raise RecoveryError(f"the journal names unexpected files {named}")
+
+
+def _rebuild(folder: Folder, state: JournalState) -> AcquisitionRecord:
+    header = state.header
     # A crash after the rename but before metadata.json leaves the final TIFF as the source.
-    source = partial if partial.exists() else folder / header.tiff
+    source = header.partial if folder.is_file(header.partial) else header.tiff
     frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
-    frames_on_disk, data_offset = _frames_on_disk(source, frame_bytes, state.frames)
-    workspace = folder / RECOVERY_FOLDER
-    shutil.rmtree(workspace, ignore_errors=True)
-    workspace.mkdir()
-    if (folder / header.sidecar).exists():
-        copy_sidecar(folder / header.sidecar, workspace / header.sidecar, frames_on_disk)
-    writer = StreamWriter(
-        workspace,
-        header.name,
-        header.metadata,
-        dtype=header.dtype,
-        frame_shape=header.frame_shape,
-        shape=header.shape,
-        acquisition=header.acquisition,
-        fsync_interval=None,
-    )
-    writer.started = header.started
-    try:
-        _copy_frames(writer, source, data_offset, frames_on_disk, state)
-        if state.frames_dropped:
-            writer.note_dropped(state.frames_dropped)
-        if state.messages_lost:
-            writer.note_lost_messages(state.messages_lost)
-        record = writer.finalize(
-            FinishReason.RECOVERED, error=state.error, metadata=state.stop_metadata or None
+    with contextlib.ExitStack() as stack:
+        pixels = stack.enter_context(folder.open_binary(source)) if folder.is_file(source) else None
+        frames_on_disk, data_offset = _frames_on_disk(pixels, source, frame_bytes, state.frames)
+        if folder.exists(RECOVERY_FOLDER):
+            shutil.rmtree(RECOVERY_FOLDER, dir_fd=folder.fd)
+        workspace = stack.enter_context(folder.subfolder(RECOVERY_FOLDER))
+        writer = StreamWriter(
+            workspace.duplicate(),
+            header.name,
+            header.metadata,
+            dtype=header.dtype,
+            frame_shape=header.frame_shape,
+            shape=header.shape,
+            acquisition=header.acquisition,
+            fsync_interval=None,
         )
-    except WriteError as exc:
-        raise RecoveryError(str(exc)) from exc
-    _move_into_place(workspace, folder, record)
-    partial.unlink(missing_ok=True)
-    (folder / METADATA_TEMP).unlink(missing_ok=True)
-    (folder / JOURNAL_FILE).unlink(missing_ok=True)
-    shutil.rmtree(workspace, ignore_errors=True)
+        writer.started = header.started
+        if folder.is_file(header.sidecar):
+            copy_sidecar(folder, workspace, header.sidecar, frames_on_disk)
+        try:
+            if pixels is not None:
+                _copy_frames(writer, pixels, data_offset, frames_on_disk, state)
+            if state.frames_dropped:
+                writer.note_dropped(state.frames_dropped)
+            if state.messages_lost:
+                writer.note_lost_messages(state.messages_lost)
+            record = writer.finalize(
+                FinishReason.RECOVERED, error=state.error, metadata=state.stop_metadata or None
+            )
+        except WriteError as exc:
+            raise RecoveryError(str(exc)) from exc
+        for name in (record.files.tiff, record.files.sidecar, record.files.metadata):
+            if name:
+                workspace.rename(name, name, into=folder)
+    for leftover in (header.partial, METADATA_TEMP, JOURNAL_FILE):
+        folder.unlink(leftover)
+    shutil.rmtree(RECOVERY_FOLDER, dir_fd=folder.fd, ignore_errors=True)
+    folder.sync()
     log.info(
         "recovered %s: %d frames written, %d missing",
-        folder,
+        folder.path,
         record.frames_written,
         record.frames_missing,
     )
     return record
 
 
-def _frames_on_disk(source: Path, frame_bytes: int, journaled: int | None) -> tuple[int, int]:
+def _frames_on_disk(
+    source: IO[bytes] | None, name: str, frame_bytes: int, journaled: int | None
+) -> tuple[int, int]:
     """Complete frames in ``source`` that recovery may keep, and where its pixels start.
 
     The journal's count decides: bytes after the last journaled frame may be a page
     index (IFDs) written at finalize, not pixels. Frames the journal counts but whose
     bytes never reached the disk (power loss) are cut off by the file's size.
     """
-    if not source.exists() or source.stat().st_size == 0:
+    if source is None:
+        return 0, 0
+    size = os.fstat(source.fileno()).st_size
+    if size == 0:
         return 0, 0
     try:
-        with tifffile.TiffFile(source) as tiff:
+        with tifffile.TiffFile(tifffile.FileHandle(source, name=name)) as tiff:
             pages = len(tiff.pages)
             first = tiff.pages[0]
             offset = int(first.dataoffsets[0])
             closed = pages > 1 or str(getattr(first, "description", "")).startswith("<?xml")
     except (tifffile.TiffFileError, IndexError, ValueError, OSError):
         return 0, 0
-    in_file = max(0, (source.stat().st_size - offset) // frame_bytes)
+    in_file = max(0, (size - offset) // frame_bytes)
     if journaled is not None:
         return min(journaled, in_file), offset
     # A version 1 journal has no frame count: the file's own page index, else its size.
-    log.warning("%s: journal without frame counts; counting frames from the file", source.name)
+    log.warning("%s: journal without frame counts; counting frames from the file", name)
     return (pages if closed else in_file), offset
 
 
 def _copy_frames(
-    writer: StreamWriter, partial: Path, data_offset: int, frames: int, state: JournalState
+    writer: StreamWriter, source: IO[bytes], data_offset: int, frames: int, state: JournalState
 ) -> None:
     if frames == 0:
         return
@@ -208,27 +232,23 @@ def _copy_frames(
     frame_bytes = writer.layout.frame_bytes
     step = max(1, COPY_CHUNK_BYTES // frame_bytes)
     buffer = np.empty(step * frame_bytes, np.uint8)
-    with partial.open("rb", buffering=0) as source:
-        for start, stop, missing in _segments(frames, state.missing_ranges):
-            if missing:
-                writer.skip(stop - start)
-                continue
-            for first in range(start, stop, step):
-                count = min(stop, first + step) - first
-                chunk = buffer[: count * frame_bytes]
-                source.seek(data_offset + first * frame_bytes)
-                if not _read_exactly(source, chunk):
-                    raise RecoveryError(f"{partial.name} ended while frame {first} was read")
-                writer.write(
-                    chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape)
-                )
+    for start, stop, missing in _segments(frames, state.missing_ranges):
+        if missing:
+            writer.skip(stop - start)
+            continue
+        for first in range(start, stop, step):
+            count = min(stop, first + step) - first
+            chunk = buffer[: count * frame_bytes]
+            if not _read_exactly(source.fileno(), data_offset + first * frame_bytes, chunk):
+                raise RecoveryError(f"the file ended while frame {first} was read")
+            writer.write(chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape))
 
 
-def _read_exactly(source: io.RawIOBase, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
-    """Fill ``into`` from the current position; False if the file ends first."""
+def _read_exactly(fd: int, offset: int, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
+    """Fill ``into`` from ``offset``; False if the file ends first."""
     view, done = into.data, 0
     while done < into.nbytes:
-        got = source.readinto(view[done:])
+        got = os.preadv(fd, [view[done:]], offset + done)
         if not got:
             return False
         done += got
@@ -248,10 +268,3 @@ def _segments(frames: int, missing_ranges: list[list[int]]) -> Iterator[tuple[in
         position = last + 1
     if position < frames:
         yield position, frames, False
-
-
-def _move_into_place(workspace: Path, folder: Path, record: AcquisitionRecord) -> None:
-    names = [record.files.tiff, record.files.sidecar, record.files.metadata]
-    for name in names:
-        if name:
-            (workspace / name).replace(folder / name)

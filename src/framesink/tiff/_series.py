@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import tifffile
 
 from ..core import FrameLayout
+from ._folder import Folder
 from ._ifds import append_page_index
 from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile
 
@@ -33,19 +33,23 @@ class ContiguousSeries:
 
     def __init__(
         self,
-        path: Path,
+        folder: Folder,
+        name: str,
         layout: FrameLayout,
         *,
         description: str,
         direct_io: bool = True,
     ) -> None:
-        self.path = path
+        """Create the file ``name`` in ``folder`` (it must not exist)."""
+        self.folder = folder
+        self.name = name
         self.layout = layout
         self.pages = 0
         self._reserved = 0
         self._description = description
         self._direct_io = direct_io
-        self._tiff = tifffile.TiffWriter(path, bigtiff=True)
+        self._file = folder.create_binary(name)
+        self._tiff = tifffile.TiffWriter(tifffile.FileHandle(self._file, name=name), bigtiff=True)
         self._pixels: PixelFile | None = None
         self._data_offset: int | None = None
         self._counts_pages_itself = False
@@ -106,9 +110,11 @@ class ContiguousSeries:
             log.warning(
                 "%s: this tifffile release keeps contiguous pages differently; "
                 "reserving every page through tifffile (slower)",
-                self.path.name,
+                self.name,
             )
-        self._pixels = PixelFile(self.path, direct=self._direct_io and self._can_write_directly())
+        self._pixels = PixelFile(
+            self.folder, self.name, direct=self._direct_io and self._can_write_directly()
+        )
         self._data_offset = offset
         self._reserved = 1
 
@@ -118,7 +124,7 @@ class ContiguousSeries:
         if self.layout.frame_bytes % DIRECT_ALIGNMENT:
             log.info(
                 "%s: frames of %d bytes are not a multiple of %d; writing through the page cache",
-                self.path.name,
+                self.name,
                 self.layout.frame_bytes,
                 DIRECT_ALIGNMENT,
             )
@@ -164,6 +170,7 @@ class ContiguousSeries:
             self._cut_to_complete_pages()
             streamed = self._counts_pages_itself
         self._tiff.close()
+        self._file.close()
         if streamed and self.pages > 2:
             self._append_page_index()
         self._close_pixels()
@@ -183,7 +190,7 @@ class ContiguousSeries:
         self._tiff._datashape = (min(self.pages, 2), *self.layout.frame_shape)
 
     def _append_page_index(self) -> None:
-        descriptor = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+        descriptor = self.folder.open(self.name, os.O_RDWR)
         try:
             append_page_index(descriptor, self.pages, self.layout.frame_bytes)
         finally:
@@ -191,7 +198,7 @@ class ContiguousSeries:
 
     def close_quietly(self) -> None:
         """Release the file after a failure, keeping whatever reached it."""
-        for close in (self._tiff.filehandle.close, self._close_pixels):
+        for close in (self._tiff.filehandle.close, self._file.close, self._close_pixels):
             try:
                 close()
             except (OSError, ValueError):

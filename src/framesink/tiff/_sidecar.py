@@ -10,22 +10,26 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any
+
+from ._folder import Folder
 
 SidecarEntry = tuple[int, Mapping[str, Any]]
 
 
 class Sidecar:
-    """Appends ``{"index": i, **frame_metadata}`` lines; the file appears with its first line."""
+    """Appends ``{"index": i, **frame_metadata}`` lines; the file appears with its first
+    line, replacing any leftover of that name (an earlier acquisition's, in a reused folder).
+    """
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._handle: TextIO | None = None
+    def __init__(self, folder: Folder, name: str) -> None:
+        self.folder = folder
+        self.name = name
+        self._handle: IO[str] | None = None
 
     @property
     def exists(self) -> bool:
-        return self._handle is not None or self.path.exists()
+        return self._handle is not None or self.folder.is_file(self.name)
 
     def append(self, entries: Iterable[SidecarEntry]) -> None:
         """Write one line per entry and hand them to the OS."""
@@ -33,7 +37,8 @@ class Sidecar:
         if not lines:
             return
         if self._handle is None:
-            self._handle = self.path.open("a", encoding="utf-8")
+            descriptor = self.folder.create_fresh(self.name)
+            self._handle = os.fdopen(descriptor, "w", encoding="utf-8")
         self._handle.write("".join(lines))
         self._handle.flush()
 
@@ -56,20 +61,23 @@ def _line(index: int, metadata: Mapping[str, Any]) -> str:
     return json.dumps({"index": index, **metadata}, allow_nan=False, ensure_ascii=False) + "\n"
 
 
-def read_sidecar(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_sidecar(folder: Folder, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(frame index, entry)`` for every complete, readable line."""
-    if not path.exists():
+    if not folder.is_file(name):
         return
-    with path.open(encoding="utf-8") as handle:
+    with os.fdopen(folder.open(name), encoding="utf-8") as handle:
         for line in handle:
             entry = _parse(line)
             if entry is not None:
                 yield int(entry["index"]), entry
 
 
-def copy_sidecar(source: Path, target: Path, frames: int) -> None:
+def copy_sidecar(source: Folder, target: Folder, name: str, frames: int) -> None:
     """Copy the lines of frames below ``frames``; stop at the first torn line."""
-    with source.open(encoding="utf-8") as lines, target.open("w", encoding="utf-8") as out:
+    with (
+        os.fdopen(source.open(name), encoding="utf-8") as lines,
+        target.create_text(name) as out,
+    ):
         for line in lines:
             entry = _parse(line)
             if entry is None:

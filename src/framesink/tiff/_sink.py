@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..core import AcquisitionRecord, FinishReason, FrameChunk, SinkProgress, SinkSpec
+from ._paths import open_output_folder
 from ._writer import StreamWriter
 
 
@@ -23,20 +24,31 @@ class TiffSink:
         return self._writer
 
     def prepare(self) -> None:
+        """Open the output folder below the data root and create the files.
+
+        PathError (a ValueError) or OSError refuse the acquisition; folders this created
+        are removed again.
+        """
         if self._writer is not None:
             return
         spec = self.spec
-        self._writer = StreamWriter(
-            spec.folder,
-            spec.name,
-            spec.metadata,
-            dtype=spec.layout.dtype,
-            frame_shape=spec.layout.frame_shape,
-            shape=spec.layout.leading_shape,
-            acquisition=spec.acquisition,
-            fsync_interval=spec.fsync_interval,
-            direct_io=spec.direct_io,
-        )
+        folder = open_output_folder(spec.data_root, spec.output_path, spec.name, spec.on_exists)
+        try:
+            self._writer = StreamWriter(
+                folder,
+                spec.name,
+                spec.metadata,
+                dtype=spec.layout.dtype,
+                frame_shape=spec.layout.frame_shape,
+                shape=spec.layout.leading_shape,
+                acquisition=spec.acquisition,
+                fsync_interval=spec.fsync_interval,
+                direct_io=spec.direct_io,
+            )
+        except BaseException:
+            folder.discard_created()
+            folder.close()
+            raise
 
     def write(self, chunks: Sequence[FrameChunk]) -> None:
         self.writer.write_batch(chunks)

@@ -36,8 +36,10 @@ from ..core import (
     metadata_document,
     utc_now,
 )
-from ._files import describe_os_error, folder_is_taken, fsync_directory, write_json_atomically
+from ._files import describe_os_error, write_json_atomically
+from ._folder import Folder
 from ._journal import Journal, JournalHeader
+from ._paths import folder_is_taken
 from ._series import ContiguousSeries
 from ._sidecar import Sidecar, read_sidecar
 
@@ -59,7 +61,7 @@ class StreamWriter:
 
     def __init__(
         self,
-        folder: str | Path,
+        folder: str | Path | Folder,  # a Folder is the writer's to close
         name: str,
         metadata: MetaData | Mapping[str, Any],
         *,
@@ -76,7 +78,8 @@ class StreamWriter:
             self.metadata["axes"], dtype, list(frame_shape), None if shape is None else list(shape)
         )
         self.name = check_output_name(name)
-        self.folder = Path(folder)
+        self.directory = folder if isinstance(folder, Folder) else _open_folder(folder)
+        self.folder = self.directory.path
         self.acquisition = acquisition or self.name
         self.fsync_interval = fsync_interval
         self.files = OutputFiles(self.name)
@@ -87,18 +90,11 @@ class StreamWriter:
         self.missing_ranges: list[list[int]] = []
         self._failure: OSError | None = None
         self._record: AcquisitionRecord | None = None
-        self._prepare_folder(overwrite)
-        self._sidecar = Sidecar(self.folder / self.files.sidecar)
-        self._journal = Journal(self.folder / self.files.journal, self._journal_header())
         try:
-            self._series = ContiguousSeries(
-                self.partial_path,
-                self.layout,
-                description=PLACEHOLDER_DESCRIPTION,
-                direct_io=direct_io,
-            )
-        except OSError:
-            self._journal.remove()
+            self._open_files(overwrite, direct_io)
+        except BaseException:
+            if not isinstance(folder, Folder):
+                self.directory.close()
             raise
         self._sync_lock = threading.Lock()
         self._closing = threading.Event()
@@ -151,15 +147,30 @@ class StreamWriter:
         """The record of the finalized acquisition, or None while it is open."""
         return self._record
 
+    def _open_files(self, overwrite: bool, direct_io: bool) -> None:
+        """The journal first (recovery needs it), then the TIFF; none is left on failure."""
+        self._prepare_folder(overwrite)
+        self._sidecar = Sidecar(self.directory, self.files.sidecar)
+        self._journal = Journal(self.directory, self._journal_header())
+        try:
+            self._series = ContiguousSeries(
+                self.directory,
+                self.files.partial,
+                self.layout,
+                description=PLACEHOLDER_DESCRIPTION,
+                direct_io=direct_io,
+            )
+        except BaseException:
+            self._journal.remove()
+            self.directory.unlink(self.files.partial)
+            raise
+
     def _prepare_folder(self, overwrite: bool) -> None:
-        if self.folder.exists() and not self.folder.is_dir():
-            raise NotADirectoryError(f"output path {self.folder} exists and is not a directory")
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if folder_is_taken(self.folder, self.files) and not overwrite:
+        if folder_is_taken(self.directory, self.files) and not overwrite:
             raise FileExistsError(f"{self.folder} already holds files of acquisition {self.name!r}")
-        if overwrite:
-            for name in self.files.all:
-                (self.folder / name).unlink(missing_ok=True)
+        # A sidecar alone is a leftover (its acquisition's other files are gone).
+        for name in self.files.all if overwrite else (self.files.sidecar,):
+            self.directory.unlink(name)
 
     def _journal_header(self) -> JournalHeader:
         return JournalHeader(
@@ -333,11 +344,14 @@ class StreamWriter:
         errors = [error] if error else []
         if self._failure is not None and not error:
             errors.append(f"write failed: {describe_os_error(self._failure)}")
-        tiff_name = self._finish_tiff(errors)
-        if errors:
-            reason = FinishReason.ERROR
-        self._record = self._make_record(reason, tiff_name, "; ".join(errors) or None)
-        metadata_written = self._write_metadata(errors)
+        try:
+            tiff_name = self._finish_tiff(errors)
+            if errors:
+                reason = FinishReason.ERROR
+            self._record = self._make_record(reason, tiff_name, "; ".join(errors) or None)
+            metadata_written = self._write_metadata(errors)
+        finally:
+            self.directory.close()
         if tiff_name != self.files.tiff or not metadata_written:
             raise WriteError(self._record.error or "finalize failed", self._record)
         return self._record
@@ -363,9 +377,9 @@ class StreamWriter:
         except (OSError, ValueError) as exc:
             errors.append(f"could not embed the OME-XML: {exc}; the pixels are intact")
         try:
-            self._sync_file(self.partial_path)
-            os.replace(self.partial_path, self.tiff_path)
-            fsync_directory(self.folder)
+            self._sync_file(self.files.partial)
+            self.directory.rename(self.files.partial, self.files.tiff)
+            self.directory.sync()
         except OSError as exc:
             errors.append(f"could not rename {self.files.partial}: {exc}")
             return self.files.partial
@@ -392,14 +406,19 @@ class StreamWriter:
             frames,
             {k: v for k, v in self.metadata.items() if k != "notes"},
             self.name,
-            read_sidecar(self._sidecar.path),
+            read_sidecar(self.directory, self.files.sidecar),
         )
-        tifffile.tiffcomment(self.partial_path, xml.encode("utf-8"))
+        with self.directory.open_binary(self.files.partial, "r+b") as handle:
+            tifffile.tiffcomment(
+                tifffile.FileHandle(handle, name=self.files.partial), xml.encode("utf-8")
+            )
 
-    @staticmethod
-    def _sync_file(path: Path) -> None:
-        with path.open("rb+") as handle:
-            os.fsync(handle.fileno())
+    def _sync_file(self, name: str) -> None:
+        descriptor = self.directory.open(name)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
     def _close_quietly(self) -> None:
         for close in (self._series.close_quietly, self._sidecar.close):
@@ -447,7 +466,9 @@ class StreamWriter:
         assert self._record is not None
         try:
             write_json_atomically(
-                self.folder / self.files.metadata, metadata_document(self.metadata, self._record)
+                self.directory,
+                self.files.metadata,
+                metadata_document(self.metadata, self._record),
             )
         except (OSError, ValueError) as exc:
             errors.append(f"could not write {self.files.metadata}: {exc}")
@@ -477,3 +498,10 @@ class StreamWriter:
             self.finalize(FinishReason.STOP)
         elif not self.finalized:
             self.finalize(FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
+
+
+def _open_folder(path: str | Path) -> Folder:
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"output path {folder} exists and is not a directory")
+    return Folder.at(folder)
