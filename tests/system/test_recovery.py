@@ -8,6 +8,7 @@ import resource
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,10 @@ import pytest
 import tifffile
 
 from framesink import RecoveryError, recover
+from framesink.core import JOURNAL_FILE, RECOVERY_FAILED_FILE
 from framesink.tiff import find_interrupted
 
-from ..helpers import pattern, read_metadata, read_tiff, validate_ome
+from ..helpers import DaemonProcess, pattern, read_metadata, read_tiff, validate_ome
 
 WRITER_SCRIPT = """
 import sys
@@ -282,3 +284,48 @@ def test_torn_journal_line_and_a_leftover_recovery_workspace(tmp_path: Path) -> 
     expected = pattern(10, (32, 24), "uint16")
     expected[5:7] = 0
     np.testing.assert_array_equal(read_tiff(folder / "killed.ome.tiff")[1], expected)
+
+
+def test_a_folder_that_cannot_be_recovered_is_reported_and_the_others_go_on(
+    tmp_path: Path, start_daemon: Callable[..., DaemonProcess]
+) -> None:
+    root = tmp_path / "root"
+    for name in ("a", "b", "c"):
+        _kill_after(root / name, "TYX", 12)
+    (root / "b" / JOURNAL_FILE).write_bytes(b"{not a journal header\n")
+
+    daemon = start_daemon(data_root=root)
+    status = daemon.wait_for(lambda s: not s.recovering)
+    (failure,) = status.recovery_failures
+    assert failure.folder == str(root / "b")
+    assert "unreadable journal header" in failure.error
+    marker = (root / "b" / RECOVERY_FAILED_FILE).read_text()
+    assert "framesink recover" in marker
+    assert (root / "b" / "killed.ome.tiff.partial").exists()
+    for name in ("a", "c"):
+        assert read_metadata(root / name)["framesink"]["frames_written"] == 10
+        assert read_tiff(root / name / "killed.ome.tiff")[1].shape == (12, 32, 24)
+    assert f"could not recover {root / 'b'}" in daemon.log()
+    assert daemon.stop() == 0
+
+    again = start_daemon(data_root=root)
+    status = again.wait_for(lambda s: not s.recovering)
+    assert [f.folder for f in status.recovery_failures] == [str(root / "b")]
+    assert (root / "b" / JOURNAL_FILE).exists()
+    assert again.stop() == 0
+
+
+def test_frames_the_journal_counts_but_the_disk_lost_are_recorded_missing(tmp_path: Path) -> None:
+    folder = tmp_path / "acq"
+    _kill_after(folder, "TYX", 30)
+    partial = folder / "killed.ome.tiff.partial"
+    with tifffile.TiffFile(partial) as tiff:
+        data_offset = tiff.pages[0].dataoffsets[0]
+    with partial.open("r+b") as handle:  # the last 8 frames never reached the disk
+        handle.truncate(data_offset + 22 * 32 * 24 * 2)
+
+    (record,) = recover(folder)
+
+    assert record.frames_written == 22 - 2
+    assert record.missing_ranges == [[5, 6], [22, 29]]
+    assert read_tiff(folder / "killed.ome.tiff")[1].shape == (30, 32, 24)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +20,9 @@ import numpy as np
 import pytest
 import zmq
 
-from framesink import Publisher
+from framesink import Publisher, PublishError
+from framesink.daemon._service import DRAIN_S
+from framesink.transport import ControlClient
 
 from ..helpers import (
     DaemonProcess,
@@ -26,6 +31,8 @@ from ..helpers import (
     read_tiff,
     start_tyx,
     validate_ome,
+    wait_for_status,
+    wait_ready,
 )
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -357,3 +364,137 @@ def test_a_folder_swapped_for_a_link_while_starts_arrive_writes_nothing_outside(
     refused = daemon.status().counters.rejected_by_reason.get("bad_output", 0)
     assert len(written) + refused == 300
     assert written, "some starts must have found the real folder"
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_flood_of_rejected_messages_keeps_memory_and_the_log_bounded(
+    start_daemon: StartDaemon,
+) -> None:
+    """Distinct-id starts beyond max_open, then frames for ids nobody started."""
+    daemon = start_daemon(socket="pull", env={"FRAMESINK_MAX_OPEN": "2"})
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    push = context.socket(zmq.PUSH)
+    push.setsockopt(zmq.LINGER, 5000)
+    push.connect(daemon.ingest[0])
+
+    def flood(first: int, count: int) -> None:
+        for number in range(first, first + count):
+            start = {
+                "type": "start",
+                "acquisition": f"flood-{number}",
+                "seq": 0,
+                "metadata": {"axes": "TYX"},
+                "output": {"output_path": f"flood/{number}", "output_name": "f"},
+                "dtype": "uint8",
+                "frame_shape": [2, 2],
+            }
+            _raw(push, start)
+            orphan = {"type": "frames", "acquisition": f"ghost-{number}", "seq": 1}
+            _raw(push, orphan | {"index": 0, "count": 1}, bytes(4))
+
+    def rejected() -> int:
+        return sum(daemon.status().counters.rejected_by_reason.values())
+
+    try:
+        flood(0, 5_000)
+        daemon.wait_for(lambda s: s.counters.messages == 10_000, timeout=60)
+        rss_before, log_before = _rss_bytes(daemon.process.pid), daemon.log_path.stat().st_size
+        flood(5_000, 60_000)
+        daemon.wait_for(lambda s: s.counters.messages == 130_000, timeout=120)
+    finally:
+        push.close()
+        context.term()
+    assert rejected() == 130_000 - 2
+    rss_growth = _rss_bytes(daemon.process.pid) - rss_before
+    log_growth = daemon.log_path.stat().st_size - log_before
+    assert rss_growth < 8 << 20, f"RSS grew {rss_growth >> 20} MiB for 120k rejections"
+    assert log_growth < 64 << 10, f"log grew {log_growth} bytes for 120k rejections"
+    assert daemon.stop() == 0
+    log = daemon.log()
+    logged = log.count("rejected message (orphan)")
+    summarized = sum(map(int, re.findall(r"(\d+) more messages rejected \(orphan\)", log)))
+    assert logged + summarized == 65_000
+    assert daemon.log_path.stat().st_size - log_before < 64 << 10
+
+
+SLOW_DISK_DAEMON = """
+import sys, time
+from framesink.daemon import Daemon, load_settings
+from tests.helpers import DelegatingSink
+
+class SlowDisk(DelegatingSink):
+    '''A disk that takes one second per megabyte.'''
+
+    def write(self, chunks):
+        time.sleep(sum(chunk.frames.nbytes for chunk in chunks) / 1e6)
+        super().write(chunks)
+
+root, ingest, control = sys.argv[1:4]
+settings = load_settings(None, data_root=root, socket="pull", bind=[ingest], control=control,
+                         queue_bytes=1 << 20)
+Daemon(settings, sink_factory=SlowDisk).run()
+"""
+
+
+def test_shutdown_on_a_slow_disk_stops_intake_and_is_bounded(tmp_path: Path) -> None:
+    """SIGTERM while a publisher keeps sending into a full queue at 1 MB/s."""
+    root, ingest, control = tmp_path / "root", f"ipc://{tmp_path}/in", f"ipc://{tmp_path}/ctl"
+    frame_shape = (512, 512)
+    frame_bytes = 512 * 512 * 2
+    with subprocess.Popen(
+        [sys.executable, "-c", SLOW_DISK_DAEMON, str(root), ingest, control],
+        cwd=Path(__file__).parents[2],
+        env={**os.environ, "FRAMESINK_CONFIG": ""},
+    ) as process:
+        wait_ready(process, control, tmp_path / "no-log")
+        client = ControlClient(control)
+        sending = threading.Event()
+        sending.set()
+
+        def camera() -> None:
+            with Publisher(
+                ingest, kind="push", control=control, send_timeout=1.0, high_water_mark=8
+            ) as publisher:
+                run = start_tyx(
+                    publisher,
+                    "slow",
+                    output_path="slow",
+                    output_name="s",
+                    dtype="uint16",
+                    frame_shape=frame_shape,
+                )
+                frame = pattern(1, frame_shape, "uint16")
+                while sending.is_set():
+                    with contextlib.suppress(PublishError):
+                        run.send(frame)
+
+        publisher = threading.Thread(target=camera)
+        publisher.start()
+        try:
+            before = wait_for_status(
+                client, lambda s: s.counters.frames_written >= 4, 30, lambda: ""
+            ).counters
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 0
+            took = time.monotonic() - signalled
+        finally:
+            sending.clear()
+            publisher.join(30)
+    record = read_metadata(root / "slow")["framesink"]
+    taken_after = record["frames_written"] - before.frames_written
+    # Intake for DRAIN_S (at disk speed, as the queue is full), then the queue is written.
+    bound = (DRAIN_S * 1e6 + 3 * (1 << 20)) / frame_bytes
+    assert taken_after <= bound, f"{taken_after} frames taken in after SIGTERM"
+    assert took < DRAIN_S + 3 * (1 << 20) / 1e6 + 10, f"shutdown took {took:.1f} s"
+    assert record["reason"] == "shutdown"
+    assert (
+        record["frames_written"] + record["frames_missing"]
+        == read_tiff(root / "slow" / "s.ome.tiff")[1].shape[0]
+    )

@@ -229,6 +229,21 @@ def test_frame_metadata_becomes_planes_and_sidecar(tmp_path: Path) -> None:
     ]
 
 
+def test_plane_elements_stop_at_the_cap_and_the_sidecar_keeps_every_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("framesink.core._ome.MAX_OME_PLANES", 4)
+    writer = _open(tmp_path)
+    writer.write(pattern(7, (6, 5), "uint16"), [{"delta_t": 0.5 * i} for i in range(7)])
+    writer.finalize()
+    _, _, xml = read_tiff(tmp_path / "acq.ome.tiff")
+    planes = validate_ome(xml).images[0].pixels.planes
+    assert [p.delta_t for p in planes] == [0.0, 0.5, 1.0, 1.5]
+    assert "Plane elements stop after 4 frames" in xml
+    lines = (tmp_path / "acq.frames.jsonl").read_text().splitlines()
+    assert [json.loads(line)["delta_t"] for line in lines] == [0.5 * i for i in range(7)]
+
+
 def test_stop_metadata_is_merged(tmp_path: Path) -> None:
     writer = _open(tmp_path, metadata={"axes": "TYX", "notes": "start", "user": "ada"})
     writer.write(pattern(1, (6, 5), "uint16"))

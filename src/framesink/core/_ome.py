@@ -1,7 +1,9 @@
 """OME-XML for a finished file (pure).
 
 Every metadata key except ``notes`` goes into a MapAnnotation (JSON-encoded value), so
-nothing is lost; a few well-known keys are also mapped onto their OME fields.
+nothing is lost; a few well-known keys are also mapped onto their OME fields. Plane
+elements are written for at most ``MAX_OME_PLANES`` frames, so that the description
+(and the memory to build it) stays bounded; every frame's metadata stays in the sidecar.
 """
 
 from __future__ import annotations
@@ -10,8 +12,9 @@ import json
 import math
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from ._layout import FrameLayout
 from ._version import __version__
@@ -37,6 +40,8 @@ PLANE_FIELDS = {
     "position_y": ("PositionY", "µm"),
     "position_z": ("PositionZ", "µm"),
 }
+MAX_OME_PLANES = 100_000
+_PLANES_PLACEHOLDER = "framesink-planes"
 PHYSICAL_SIZE_FIELDS = {
     "physical_size_x": "PhysicalSizeX",
     "physical_size_y": "PhysicalSizeY",
@@ -103,9 +108,13 @@ def build_ome_xml(
     pixels = _pixels_element(image, layout, frames, metadata)
     _channel_elements(pixels, layout, frames, metadata)
     ET.SubElement(pixels, _tag("TiffData"), {"IFD": "0", "PlaneCount": str(frames)})
-    _plane_elements(pixels, layout, frames, planes)
+    pixels.append(ET.Comment(_PLANES_PLACEHOLDER))
     _map_annotation(root, image, metadata)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode")
+    document = ET.tostring(root, encoding="unicode")
+    placeholder = f"<!--{_PLANES_PLACEHOLDER}-->"
+    head, tail = document.split(placeholder, 1)
+    plane_xml = "".join(_plane_fragments(layout, frames, planes))
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + head + plane_xml + tail
 
 
 def _pixels_element(
@@ -152,23 +161,32 @@ def _channel_elements(
         ET.SubElement(pixels, _tag("Channel"), attributes)
 
 
-def _plane_elements(
-    pixels: ET.Element,
+def _plane_fragments(
     layout: FrameLayout,
     frames: int,
     planes: Iterable[tuple[int, Mapping[str, Any]]],
-) -> None:
+) -> Iterator[str]:
+    """Plane elements as text: an element tree of a million planes would not fit."""
     leading_shape = layout.file_shape(frames)[: len(layout.leading_axes)]
+    written = 0
     for index, frame_metadata in planes:
         if not 0 <= index < frames:
             continue
         attributes = plane_attributes(frame_metadata)
         if not attributes:
             continue
+        if written == MAX_OME_PLANES:
+            yield (
+                f"<!-- Plane elements stop after {MAX_OME_PLANES} frames; every frame's "
+                "metadata is in the .frames.jsonl sidecar -->"
+            )
+            return
         coordinates = dict.fromkeys("ZCT", 0)
         coordinates.update(_unravel(index, layout.leading_axes, leading_shape))
-        plane = {f"The{axis}": str(coordinates[axis]) for axis in "ZTC"}
-        ET.SubElement(pixels, _tag("Plane"), plane | attributes)
+        plane = {f"The{axis}": str(coordinates[axis]) for axis in "ZTC"} | attributes
+        text = " ".join(f"{key}={quoteattr(value)}" for key, value in plane.items())
+        yield f"<Plane {text} />"
+        written += 1
 
 
 def _unravel(index: int, axes: str, shape: tuple[int, ...]) -> dict[str, int]:

@@ -96,11 +96,12 @@ class Counters:
             error.detail,
         )
 
-    def flush_suppressed(self) -> None:
-        """Log a summary for each reason whose window has ended with lines left out."""
+    def flush_suppressed(self, *, final: bool = False) -> None:
+        """Log a summary for each reason whose window has ended (every one when
+        ``final``) with lines left out."""
         now = time.monotonic()
         for reason, state in self._logs.items():
-            if now - state.window_start >= LOG_WINDOW_S:
+            if final or now - state.window_start >= LOG_WINDOW_S:
                 self._summarize(reason, state)
 
     @staticmethod
@@ -110,7 +111,7 @@ class Counters:
                 "%d more messages rejected (%s) in the last %.0f s were not logged one by one",
                 state.suppressed,
                 reason,
-                LOG_WINDOW_S,
+                min(LOG_WINDOW_S, time.monotonic() - state.window_start),
             )
             state.suppressed = 0
 

@@ -229,11 +229,15 @@ class Dispatcher:
         started = time.monotonic()
         self._lock.release()
         try:
-            while not self.budget.acquire(nbytes, timeout=BUDGET_WAIT_S):
+            while True:
                 deadline = self.intake_deadline
+                wait = BUDGET_WAIT_S
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                if self.budget.acquire(nbytes, timeout=wait):
+                    return True
                 if session.done or (deadline is not None and time.monotonic() >= deadline):
                     return False
-            return True
         finally:
             self._lock.acquire()
             # Messages waited in ZeroMQ meanwhile: that time is not idleness.

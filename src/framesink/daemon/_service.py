@@ -85,7 +85,9 @@ class Daemon:
             self._restore_signal_handlers(previous)
 
     def request_stop(self) -> None:
-        """Ask the loop to stop (thread- and signal-safe)."""
+        """Ask the loop to stop (thread- and signal-safe); intake ends DRAIN_S from now."""
+        if self.dispatcher.intake_deadline is None:
+            self.dispatcher.intake_deadline = time.monotonic() + DRAIN_S
         self._stop_requested.set()
         with contextlib.suppress(BlockingIOError):
             os.write(self._wakeup_write, b"\0")
@@ -135,6 +137,8 @@ class Daemon:
             self.dispatcher.finish_all(FinishReason.SHUTDOWN)
             self.dispatcher.join(JOIN_S)
         finally:
+            with self.dispatcher.locked():
+                self.counters.flush_suppressed(final=True)
             if self._control is not None:
                 self._control.stop()
             self._context.term()
@@ -147,9 +151,10 @@ class Daemon:
         The bound holds under backpressure as well: a message that still finds no queue
         space at the deadline has its frames recorded missing.
         """
-        deadline = time.monotonic() + DRAIN_S
-        self.dispatcher.intake_deadline = deadline
-        while time.monotonic() < deadline and self._receive_batch():
+        if self.dispatcher.intake_deadline is None:
+            self.dispatcher.intake_deadline = time.monotonic() + DRAIN_S
+        deadline = self.dispatcher.intake_deadline
+        while time.monotonic() < deadline and self._receive_batch(deadline):
             continue
 
     # -- the receive loop --------------------------------------------------------------
@@ -168,7 +173,7 @@ class Daemon:
                 self._clear_wakeup()
             drained = True
             if self._source.socket in events:
-                drained = self._receive_batch() < RECEIVE_BATCH
+                drained = self._receive_batch(self.dispatcher.intake_deadline) < RECEIVE_BATCH
             if self._source.monitor in events:
                 self._peer_events()
             now = time.monotonic()
@@ -203,13 +208,16 @@ class Daemon:
             while os.read(self._wakeup_read, 512):
                 continue
 
-    def _receive_batch(self) -> int:
-        """Receive up to RECEIVE_BATCH waiting messages; return how many."""
+    def _receive_batch(self, deadline: float | None = None) -> int:
+        """Receive up to RECEIVE_BATCH waiting messages, none after ``deadline``;
+        return how many."""
         assert self._source is not None
         received = 0
         for parts in self._source.receive(RECEIVE_BATCH):
             received += 1
             self.dispatcher.handle(parts)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         return received
 
     def _peer_events(self) -> None:

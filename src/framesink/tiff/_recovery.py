@@ -79,7 +79,7 @@ def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[Rec
     """
     for folder in find_interrupted(path):
         marker = folder / RECOVERY_FAILED_FILE
-        if not retry_failed and marker.is_file():
+        if not retry_failed and marker.is_file() and not marker.is_symlink():
             yield RecoveryOutcome(folder, error=marker.read_text(errors="replace").strip())
             continue
         try:
@@ -90,10 +90,11 @@ def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[Rec
         except Exception as exc:  # noqa: BLE001 - reported and marked; the other folders go on
             error = f"{type(exc).__name__}: {exc}"
             log.error("could not recover %s: %s", folder, error)
-            _mark_failed(marker, error)
+            _mark_failed(folder, error)
             yield RecoveryOutcome(folder, error=error)
             continue
-        marker.unlink(missing_ok=True)
+        if marker.is_file():
+            marker.unlink()
         yield RecoveryOutcome(folder, record=record)
 
 
@@ -111,15 +112,18 @@ def recover(path: str | Path) -> list[AcquisitionRecord]:
     return [outcome.record for outcome in outcomes if outcome.record is not None]
 
 
-def _mark_failed(marker: Path, error: str) -> None:
+def _mark_failed(path: Path, error: str) -> None:
+    text = (
+        f"framesink could not recover this acquisition: {error}\n"
+        "Fix the cause, then run `framesink recover` on this folder.\n"
+    )
     try:
-        marker.write_text(
-            f"framesink could not recover this acquisition: {error}\n"
-            "Fix the cause, then run `framesink recover` on this folder.\n",
-            encoding="utf-8",
-        )
+        with Folder.at(path, create=False) as folder:
+            descriptor = folder.create_fresh(RECOVERY_FAILED_FILE)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as marker:
+                marker.write(text)
     except OSError as exc:
-        log.error("could not write %s: %s", marker, exc)
+        log.error("could not write %s: %s", path / RECOVERY_FAILED_FILE, exc)
 
 
 def recover_folder(path: Path) -> AcquisitionRecord:
@@ -167,6 +171,7 @@ def _rebuild(folder: Folder, state: JournalState) -> AcquisitionRecord:
         try:
             if pixels is not None:
                 _copy_frames(writer, pixels, data_offset, frames_on_disk, state)
+            _record_lost_frames(writer, state)
             if state.frames_dropped:
                 writer.note_dropped(state.frames_dropped)
             if state.messages_lost:
@@ -242,6 +247,18 @@ def _copy_frames(
             if not _read_exactly(source.fileno(), data_offset + first * frame_bytes, chunk):
                 raise RecoveryError(f"the file ended while frame {first} was read")
             writer.write(chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape))
+
+
+def _record_lost_frames(writer: StreamWriter, state: JournalState) -> None:
+    """Frames the journal counts but the disk lost (power loss) become recorded gaps."""
+    journaled = state.frames or 0
+    capacity = writer.layout.capacity
+    if capacity is not None:
+        journaled = min(journaled, capacity)
+    lost = journaled - writer.frames_in_file
+    if lost > 0:
+        log.warning("%s: %d journaled frames are not on disk", writer.name, lost)
+        writer.skip(lost)
 
 
 def _read_exactly(fd: int, offset: int, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
