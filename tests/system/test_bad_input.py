@@ -97,6 +97,8 @@ def bad_messages(outside: Path) -> tuple[list[list[bytes]], int, int]:
             ),
         ],
         [b"t", _pack(_start("big", metadata={"axes": "TYX", "blob": "z" * (80 << 10)}))],
+        # a declared volume whose padding alone would fill the disk (and memory)
+        [b"t", _pack(_start("vol40", metadata={"axes": "TZYX"}, shape=[None, 1 << 40]))],
         # names: over-long in bytes (would leave an empty folder), reserved, controls
         [b"t", _pack(_start("long", output={"output_path": "n/long", "output_name": "é" * 120}))],
         [
@@ -248,6 +250,7 @@ def test_bad_messages_never_disturb_a_valid_acquisition(
         "missing_payload",
         "bad_frames",
         "gap_too_large",
+        "volume_too_large",
         "duplicate_start",
         "seq_backwards",
         "bad_output",
