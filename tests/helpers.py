@@ -129,18 +129,19 @@ def start_tyx(
     publisher: Publisher,
     acquisition: str,
     *,
-    output_path: str,
-    output_name: str,
     dtype: str,
     frame_shape: tuple[int, ...],
+    output_path: str | None = None,
+    output_name: str | None = None,
     subscriber_timeout: float = 10.0,
 ) -> PublishedAcquisition:
-    """Start a plain time series (axes TYX, no other metadata) on ``publisher``."""
+    """Start a plain time series (axes TYX, no other metadata) on ``publisher``, written
+    to ``<output_path>/<output_name>`` (both default to the acquisition id)."""
     return publisher.start(
         acquisition,
         {"axes": "TYX"},
-        output_path=output_path,
-        output_name=output_name,
+        output_path=output_path or acquisition,
+        output_name=output_name or acquisition,
         dtype=dtype,
         frame_shape=frame_shape,
         subscriber_timeout=subscriber_timeout,

@@ -244,8 +244,6 @@ def test_starts_that_send_nothing_give_their_slots_back(start_daemon: StartDaemo
         later = start_tyx(
             publisher,
             "later",
-            output_path="later",
-            output_name="later",
             dtype="uint8",
             frame_shape=(2, 2),
         )
