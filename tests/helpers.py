@@ -36,7 +36,13 @@ from framesink.core import (
 )
 from framesink.daemon import serve_command
 from framesink.tiff import TiffSink
-from framesink.transport import ControlClient, ControlError, PublishedAcquisition, Publisher
+from framesink.transport import (
+    ClientKeys,
+    ControlClient,
+    ControlError,
+    PublishedAcquisition,
+    Publisher,
+)
 
 # -- frames and files ---------------------------------------------------------------------
 
@@ -188,10 +194,11 @@ class DaemonProcess:
     control: str
     log_path: Path
     ingest: list[str] = field(default_factory=list)
+    keys: ClientKeys | None = None
 
     @property
     def client(self) -> ControlClient:
-        return ControlClient(self.control, timeout=5.0)
+        return ControlClient(self.control, timeout=5.0, keys=self.keys)
 
     def status(self) -> DaemonStatus:
         return self.client.status()
@@ -224,6 +231,7 @@ def launch_daemon(
     wait: bool = True,
     socket: str = "sub",
     preexec_fn: Callable[[], None] | None = None,
+    keys: ClientKeys | None = None,
 ) -> DaemonProcess:
     """Start `framesink serve` with its log in ``workdir``; wait until it answers ping."""
     root = data_root or workdir / f"data{number}"
@@ -243,15 +251,17 @@ def launch_daemon(
             env=environment,
             preexec_fn=preexec_fn,  # noqa: PLW1509 - only resource limits, set before exec
         )
-    daemon = DaemonProcess(process, root, control, log_path)
+    daemon = DaemonProcess(process, root, control, log_path, keys=keys)
     if wait:
-        wait_ready(process, control, log_path)
+        wait_ready(process, control, log_path, keys)
         daemon.ingest = daemon.status().ingest
     return daemon
 
 
-def wait_ready(process: subprocess.Popen[bytes], control: str, log_path: Path) -> None:
-    client = ControlClient(control)
+def wait_ready(
+    process: subprocess.Popen[bytes], control: str, log_path: Path, keys: ClientKeys | None = None
+) -> None:
+    client = ControlClient(control, keys=keys)
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:

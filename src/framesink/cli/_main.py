@@ -1,4 +1,4 @@
-"""The ``framesink`` command: serve, status, recover, demo."""
+"""The ``framesink`` command: serve, status, recover, demo, keys."""
 
 from __future__ import annotations
 
@@ -13,9 +13,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..core import __version__
-from ..daemon import Daemon, load_settings
+from ..daemon import Daemon, Settings, load_settings
 from ..tiff import RecoveryError, recover
-from ..transport import ControlClient, ControlError, parse_status
+from ..transport import (
+    ClientKeys,
+    ControlClient,
+    ControlError,
+    CurveError,
+    parse_status,
+    write_certificates,
+)
 from ._demo import run_demo
 from ._logs import configure_logging
 from ._statusview import render_status
@@ -60,6 +67,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--on-exists", choices=["increment", "error"], help="policy for taken folders"
     )
+    serve.add_argument(
+        "--curve-server-key",
+        type=Path,
+        help="the daemon's CURVE certificate (NAME.key_secret); requires --curve-clients",
+    )
+    serve.add_argument(
+        "--curve-clients", type=Path, help="directory of allowed clients' certificates (*.key)"
+    )
+    serve.add_argument("--metrics", help="HOST:PORT for Prometheus metrics, e.g. 127.0.0.1:9464")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     serve.add_argument("--log-format", choices=["text", "json"])
 
@@ -69,7 +85,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     status.add_argument("-c", "--config", help="config file to read the control endpoint from")
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    status.add_argument("--curve-client-key", type=Path, help="this client's NAME.key_secret")
+    status.add_argument(
+        "--curve-server-public-key", type=Path, help="the daemon's public certificate NAME.key"
+    )
     status.add_argument("--timeout", type=float, default=5.0)
+
+    keys = commands.add_parser("keys", help="write a CURVE certificate pair")
+    keys.add_argument("name", help="writes NAME.key (public) and NAME.key_secret (0600)")
+    keys.add_argument("--dir", type=Path, default=Path(), help="where (default: here)")
 
     rec = commands.add_parser("recover", help="recover interrupted acquisitions")
     rec.add_argument("path", type=Path, help="an acquisition folder or a whole data root")
@@ -89,9 +113,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
-    handler = {"serve": _serve, "status": _status, "recover": _recover, "demo": _demo}[
-        arguments.command
-    ]
+    handler = {
+        "serve": _serve,
+        "status": _status,
+        "recover": _recover,
+        "demo": _demo,
+        "keys": _keys,
+    }[arguments.command]
     return handler(arguments)
 
 
@@ -107,6 +135,9 @@ def _serve(arguments: argparse.Namespace) -> int:
         "fsync_interval": arguments.fsync_interval,
         "direct_io": arguments.direct_io,
         "on_exists": arguments.on_exists,
+        "curve_server_key": arguments.curve_server_key,
+        "curve_clients": arguments.curve_clients,
+        "metrics": arguments.metrics,
         "log_level": arguments.log_level,
         "log_format": arguments.log_format,
     }
@@ -117,7 +148,12 @@ def _serve(arguments: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     try:
-        Daemon(settings).run()
+        daemon = Daemon(settings)
+    except CurveError as exc:
+        print(f"framesink: bad CURVE setup: {exc}", file=sys.stderr)
+        return 2
+    try:
+        daemon.run()
     except Exception:
         log.exception("framesink stopped on an error")
         return 1
@@ -125,20 +161,47 @@ def _serve(arguments: argparse.Namespace) -> int:
 
 
 def _status(arguments: argparse.Namespace) -> int:
-    control = arguments.control
-    if control is None:
-        try:
-            control = load_settings(arguments.config).control
-        except (ValidationError, FileNotFoundError, ValueError) as exc:
-            print(f"framesink: bad configuration: {exc}", file=sys.stderr)
-            return 2
     try:
-        reply = ControlClient(control, timeout=arguments.timeout).request({"cmd": "status"})
+        settings = load_settings(
+            arguments.config,
+            curve_client_key=arguments.curve_client_key,
+            curve_server_public_key=arguments.curve_server_public_key,
+        )
+        keys = _status_keys(settings)
+    except (ValidationError, FileNotFoundError, ValueError) as exc:
+        print(f"framesink: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    control = arguments.control or settings.control
+    try:
+        client = ControlClient(control, timeout=arguments.timeout, keys=keys)
+        reply = client.request({"cmd": "status"})
         status = parse_status(reply, control)
     except ControlError as exc:
-        print(f"framesink: {exc} (is the daemon running? check --control)", file=sys.stderr)
+        hint = "check --control" + ("" if keys else "; a CURVE daemon needs --curve-client-key")
+        print(f"framesink: {exc} (is the daemon running? {hint})", file=sys.stderr)
         return 1
     print(json.dumps(reply, indent=2) if arguments.json else render_status(status))
+    return 0
+
+
+def _status_keys(settings: Settings) -> ClientKeys | None:
+    """The CURVE keys for the status command, or None when it has no client key."""
+    if settings.curve_client_key is None:
+        return None
+    server = settings.curve_server_public_key or settings.curve_server_key
+    if server is None:
+        raise CurveError("curve_client_key needs curve_server_public_key (the daemon's NAME.key)")
+    return ClientKeys.load(server, settings.curve_client_key)
+
+
+def _keys(arguments: argparse.Namespace) -> int:
+    try:
+        public, secret = write_certificates(arguments.name, arguments.dir)
+    except (CurveError, OSError) as exc:
+        print(f"framesink: {exc}", file=sys.stderr)
+        return 1
+    print(f"public key (give it to the other side): {public}")
+    print(f"secret key (keep it here, mode 0600):   {secret}")
     return 0
 
 

@@ -81,6 +81,7 @@ class _Acquisition:
     idle_timeout: float
     started: float
     start_timeout: float
+    owner: str | None = None
     last_seq: int = 0
     next_index: int = 0
     last_activity: float = 0.0
@@ -116,11 +117,15 @@ class Router:
     open: dict[str, _Acquisition] = field(default_factory=dict)
     finished: OrderedDict[str, AcquisitionState] = field(default_factory=OrderedDict)
 
-    def route(self, message: Message, now: float) -> list[Action]:
-        """Actions for one message; raise WireError when it must be rejected."""
+    def route(self, message: Message, now: float, sender: str | None = None) -> list[Action]:
+        """Actions for one message; raise WireError when it must be rejected.
+
+        ``sender`` is the authenticated key of the peer (CURVE), or None: an
+        acquisition belongs to the key that started it.
+        """
         header = message.header
         if isinstance(header, StartHeader):
-            return self._start(header, now)
+            return self._start(header, now, sender)
         acquisition = self.open.get(header.acquisition)
         if acquisition is None:
             if header.acquisition in self.finished:
@@ -133,6 +138,13 @@ class Router:
                 "orphan",
                 f"{header.type} for unknown acquisition {header.acquisition!r} (never started, "
                 "or its start was lost)",
+                header.acquisition,
+            )
+        if acquisition.owner != sender:
+            raise WireError(
+                "not_owner",
+                f"{header.type} for acquisition {header.acquisition!r} from a key that did "
+                "not start it",
                 header.acquisition,
             )
         missed = self._check_seq(header.acquisition, acquisition, header.seq)
@@ -192,7 +204,7 @@ class Router:
         self._remember(acquisition, AcquisitionState.FAILED)
 
     # -- message kinds ---------------------------------------------------------------
-    def _start(self, header: StartHeader, now: float) -> list[Action]:
+    def _start(self, header: StartHeader, now: float, sender: str | None) -> list[Action]:
         if header.acquisition in self.open:
             raise WireError(
                 "duplicate_start",
@@ -218,7 +230,7 @@ class Router:
             )
         idle_timeout = min(header.idle_timeout or self.idle_timeout, self.max_idle_timeout)
         self.open[header.acquisition] = _Acquisition(
-            layout, idle_timeout, now, self.start_timeout, last_activity=now
+            layout, idle_timeout, now, self.start_timeout, owner=sender, last_activity=now
         )
         self.finished.pop(header.acquisition, None)
         return [Open(header.acquisition, header, layout)]

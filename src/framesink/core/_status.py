@@ -38,6 +38,7 @@ class Counter(StrEnum):
     DUPLICATE_STARTS = "duplicate_starts"
     SEQ_GAPS = "seq_gaps"
     PEER_DISCONNECTS = "peer_disconnects"
+    AUTH_FAILURES = "auth_failures"
     FRAMES_RECEIVED = "frames_received"
     FRAMES_WRITTEN = "frames_written"
     FRAMES_DROPPED = "frames_dropped"
@@ -61,6 +62,7 @@ class CounterValues(BaseModel):
     duplicate_starts: int = 0
     seq_gaps: int = 0
     peer_disconnects: int = 0
+    auth_failures: int = 0
     frames_received: int = 0
     frames_written: int = 0
     frames_dropped: int = 0

@@ -78,23 +78,34 @@ class Counters:
             by_acquisition.popitem(last=False)
 
     def _log(self, error: WireError) -> None:
-        now = time.monotonic()
-        state = self._logs.setdefault(error.reason, _ReasonLog(now))
-        if now - state.window_start >= LOG_WINDOW_S:
-            self._summarize(error.reason, state)
-            state.window_start, state.lines = now, 0
-        if state.lines >= LOG_LINES_PER_WINDOW:
-            state.suppressed += 1
-            return
-        state.lines += 1
         level = logging.INFO if error.reason in NOT_BAD else logging.WARNING
-        log.log(
+        self._log_limited(
+            error.reason,
             level,
             "rejected message (%s)%s: %s",
             error.reason,
             f" for {error.acquisition}" if error.acquisition else "",
             error.detail,
         )
+
+    def auth_refused(self, peer: str, what: str) -> None:
+        """Count and log (rate-limited) one refused CURVE handshake."""
+        self.add(Counter.AUTH_FAILURES)
+        self._log_limited(
+            "auth_refused", logging.WARNING, "refused a connection from %s: %s", peer, what
+        )
+
+    def _log_limited(self, reason: str, level: int, message: str, *args: object) -> None:
+        now = time.monotonic()
+        state = self._logs.setdefault(reason, _ReasonLog(now))
+        if now - state.window_start >= LOG_WINDOW_S:
+            self._summarize(reason, state)
+            state.window_start, state.lines = now, 0
+        if state.lines >= LOG_LINES_PER_WINDOW:
+            state.suppressed += 1
+            return
+        state.lines += 1
+        log.log(level, message, *args)
 
     def flush_suppressed(self, *, final: bool = False) -> None:
         """Log a summary for each reason whose window has ended (every one when

@@ -77,13 +77,16 @@ class Dispatcher:
             yield
 
     # -- messages ----------------------------------------------------------------------
-    def handle(self, parts: list[memoryview]) -> None:
-        """Decode, route and dispatch one message; reject it with a reason if it is bad."""
+    def handle(self, parts: list[memoryview], sender: str | None = None) -> None:
+        """Decode, route and dispatch one message; reject it with a reason if it is bad.
+
+        ``sender``: the peer's authenticated CURVE key, when CURVE is on.
+        """
         with self._lock:
             self.counters.add(Counter.MESSAGES)
             try:
                 message = decode(parts, int(self.settings.max_header_bytes))
-                for action in self.router.route(message, time.monotonic()):
+                for action in self.router.route(message, time.monotonic(), sender):
                     self._dispatch(action)
             except WireError as exc:
                 self.counters.reject(exc)

@@ -26,6 +26,7 @@ from ..transport import ControlServer, IngestSource, sd_notify
 from ._counters import Counters
 from ._dispatch import Dispatcher
 from ._recovering import BackgroundRecovery
+from ._security import Security
 from ._settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class Daemon:
     """Subscribes to the ingest endpoints and writes every acquisition it is sent.
 
     ``sink_factory`` makes the storage of each acquisition (an OME-TIFF by default).
+    A CURVE setup that cannot be used raises CurveError here, before anything binds.
     """
 
     def __init__(self, settings: Settings, *, sink_factory: SinkFactory = TiffSink) -> None:
@@ -52,6 +54,8 @@ class Daemon:
         self.control_endpoint: str | None = None
         self.ingest_endpoints: list[str] = []
         self._recovery = BackgroundRecovery(settings.data_root)
+        self._security = Security(settings)
+        self._reload_requested = threading.Event()
         self._started = time.monotonic()
         self._stop_requested = threading.Event()
         self._context: zmq.Context[Any] = zmq.Context()
@@ -98,6 +102,7 @@ class Daemon:
         previous: dict[int, Any] = {}
         for number in (signal.SIGTERM, signal.SIGINT):
             previous[number] = signal.signal(number, self._on_signal)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
         return previous
 
     @staticmethod
@@ -109,10 +114,22 @@ class Daemon:
         log.info("received %s: draining and finalizing", signal.Signals(number).name)
         self.request_stop()
 
+    def _on_reload_signal(self, _number: int, _frame: FrameType | None) -> None:
+        self._reload_requested.set()
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wakeup_write, b"\0")
+
     def _start(self) -> None:
         settings = self.settings
         settings.data_root.mkdir(parents=True, exist_ok=True)
-        self._control = ControlServer(self._context, settings.control, self.status)
+        self._security.start(self._context, self._auth_refused)
+        self._control = ControlServer(
+            self._context,
+            settings.control,
+            self.status,
+            certificate=self._security.certificate,
+            on_refused=self._auth_refused,
+        )
         self.control_endpoint = self._control.endpoint
         self._source = IngestSource(
             self._context,
@@ -122,6 +139,7 @@ class Daemon:
             subscribe=settings.subscribe,
             receive_hwm=settings.receive_hwm,
             max_message_bytes=int(settings.max_message_bytes),
+            certificate=self._security.certificate,
         )
         self.ingest_endpoints = self._source.endpoints
         self._control.start()
@@ -141,6 +159,7 @@ class Daemon:
                 self.counters.flush_suppressed(final=True)
             if self._control is not None:
                 self._control.stop()
+            self._security.stop()
             self._context.term()
             self.state = RunState.STOPPED
             log.info("framesink stopped")
@@ -171,6 +190,9 @@ class Daemon:
             events = dict(poller.poll(int(timeout * 1000)))
             if self._wakeup_read in events:
                 self._clear_wakeup()
+            if self._reload_requested.is_set():
+                self._reload_requested.clear()
+                self._security.reload()
             drained = True
             if self._source.socket in events:
                 drained = self._receive_batch(self.dispatcher.intake_deadline) < RECEIVE_BATCH
@@ -213,9 +235,9 @@ class Daemon:
         return how many."""
         assert self._source is not None
         received = 0
-        for parts in self._source.receive(RECEIVE_BATCH):
+        for message in self._source.receive(RECEIVE_BATCH):
             received += 1
-            self.dispatcher.handle(parts)
+            self.dispatcher.handle(message.parts, message.sender)
             if deadline is not None and time.monotonic() >= deadline:
                 break
         return received
@@ -223,9 +245,20 @@ class Daemon:
     def _peer_events(self) -> None:
         """Log publisher disconnects: ZeroMQ also drops a peer that sent an oversize message."""
         assert self._source is not None
-        for endpoint in self._source.disconnects():
+        events = self._source.peer_events()
+        for endpoint in events.handshake_failures:
+            if self._security.enabled:
+                self._auth_refused(endpoint, "no valid CURVE handshake (plain socket or wrong key)")
+            else:
+                log.info("a peer on %s failed the ZeroMQ handshake (does it use CURVE?)", endpoint)
+        for endpoint in events.disconnects:
             with self.dispatcher.locked():
                 self.counters.peer_disconnected(endpoint, int(self.settings.max_message_bytes))
+
+    def _auth_refused(self, peer: str, what: str) -> None:
+        """A refused handshake (from the ZAP, control or receive thread)."""
+        with self.dispatcher.locked():
+            self.counters.auth_refused(peer, what)
 
     # -- housekeeping and status -------------------------------------------------------
     def _housekeeping(self) -> None:

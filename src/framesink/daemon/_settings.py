@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ByteSize, Field, field_validator
+from pydantic import ByteSize, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -77,8 +77,41 @@ class Settings(BaseSettings):
         description="Write pixels with O_DIRECT where possible (skips the page cache).",
     )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
+    curve_server_key: Path | None = Field(
+        None,
+        description="The daemon's CURVE certificate with its secret (NAME.key_secret); "
+        "with curve_clients, ingest and control accept only listed clients.",
+    )
+    curve_clients: Path | None = Field(
+        None, description="Directory of allowed clients' public certificates (*.key)."
+    )
+    curve_client_key: Path | None = Field(
+        None, description="framesink status: this client's own certificate (NAME.key_secret)."
+    )
+    curve_server_public_key: Path | None = Field(
+        None,
+        description="framesink status: the daemon's public certificate (NAME.key); "
+        "defaults to curve_server_key.",
+    )
+    metrics: str = Field(
+        "", description="HOST:PORT of the Prometheus metrics endpoint; empty turns it off."
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @model_validator(mode="after")
+    def _curve_pair(self) -> Settings:
+        if (self.curve_server_key is None) != (self.curve_clients is None):
+            raise ValueError(
+                "curve_server_key and curve_clients go together: set both to require "
+                "CURVE authentication, or neither"
+            )
+        return self
+
+    @property
+    def curve(self) -> bool:
+        """Whether ingest and control require CURVE authentication."""
+        return self.curve_server_key is not None
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -3,18 +3,38 @@ the publisher client, and systemd notification. IO adapters over :mod:`framesink
 """
 
 from ._control import ControlClient, ControlError, ControlServer, parse_status
-from ._ingest import IngestSource
+from ._curve import (
+    Certificate,
+    ClientGate,
+    ClientKeys,
+    CurveError,
+    RefusalHandler,
+    load_allowed_clients,
+    load_certificate,
+    write_certificates,
+)
+from ._ingest import IngestSource, PeerEvents, Received
 from ._notify import sd_notify
 from ._publisher import PublishedAcquisition, Publisher, PublishError
 
 __all__ = [
+    "Certificate",
+    "ClientGate",
+    "ClientKeys",
     "ControlClient",
     "ControlError",
     "ControlServer",
+    "CurveError",
     "IngestSource",
+    "PeerEvents",
     "PublishError",
     "PublishedAcquisition",
     "Publisher",
+    "Received",
+    "RefusalHandler",
+    "load_allowed_clients",
+    "load_certificate",
     "parse_status",
     "sd_notify",
+    "write_certificates",
 ]

@@ -11,8 +11,10 @@ from typing import Any
 import msgpack
 import zmq
 from pydantic import ValidationError
+from zmq.utils.monitor import recv_monitor_message
 
 from ..core import AcquisitionEntry, AcquisitionState, DaemonStatus, __version__
+from ._curve import HANDSHAKE_FAILURES, Certificate, ClientKeys, RefusalHandler, secure_server
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +54,25 @@ class ControlServer:
     machine to get stuck in: a client that vanishes before its reply cannot wedge it.
     """
 
-    def __init__(self, context: zmq.Context[Any], endpoint: str, status: StatusProvider) -> None:
+    def __init__(
+        self,
+        context: zmq.Context[Any],
+        endpoint: str,
+        status: StatusProvider,
+        *,
+        certificate: Certificate | None = None,
+        on_refused: RefusalHandler | None = None,
+    ) -> None:
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+        if certificate is not None:
+            secure_server(self._socket, certificate)
         self._socket.bind(endpoint)
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._monitor = self._socket.get_monitor_socket(HANDSHAKE_FAILURES)
         self._status = status
+        self._on_refused = on_refused
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._serve, name="control", daemon=True)
 
@@ -70,13 +84,25 @@ class ControlServer:
         self._thread.join(timeout=5)
 
     def _serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        poller.register(self._monitor, zmq.POLLIN)
         try:
             while not self._stopping.is_set():
-                if not self._socket.poll(POLL_MS, zmq.POLLIN):
-                    continue
-                self._reply(self._socket.recv_multipart())
+                events = dict(poller.poll(POLL_MS))
+                if self._monitor in events:
+                    self._handshake_failed(recv_monitor_message(self._monitor))
+                if self._socket in events:
+                    self._reply(self._socket.recv_multipart())
         finally:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
             self._socket.close(linger=0)
+
+    def _handshake_failed(self, event: dict[str, Any]) -> None:
+        if self._on_refused is not None:
+            endpoint = event["endpoint"].decode(errors="replace")
+            self._on_refused(endpoint, "no valid CURVE handshake (plain socket or wrong key)")
 
     def _reply(self, parts: list[bytes]) -> None:
         """Answer one routed request: [peer identity..., b"", request]."""
@@ -101,10 +127,16 @@ class ControlClient:
     """Asks a daemon's control endpoint; every call has a timeout."""
 
     def __init__(
-        self, endpoint: str, *, timeout: float = 5.0, context: zmq.Context[Any] | None = None
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 5.0,
+        context: zmq.Context[Any] | None = None,
+        keys: ClientKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.keys = keys
         self._context = context or zmq.Context.instance()
 
     def request(self, command: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -114,6 +146,8 @@ class ControlClient:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.SNDTIMEO, int(seconds * 1000))
             sock.setsockopt(zmq.RCVTIMEO, int(seconds * 1000))
+            if self.keys is not None:
+                self.keys.apply(sock)
             sock.connect(self.endpoint)
             try:
                 sock.send(msgpack.packb(dict(command), use_bin_type=True))

@@ -3,10 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message
+
+from ._curve import HANDSHAKE_FAILURES, Certificate, secure_server
+
+
+@dataclass(frozen=True)
+class Received:
+    """One message as buffers, and the CURVE key of its sender (None without CURVE)."""
+
+    parts: list[memoryview]
+    sender: str | None
+
+
+@dataclass
+class PeerEvents:
+    """What the socket monitor saw since the last look."""
+
+    disconnects: list[str] = field(default_factory=list)
+    handshake_failures: list[str] = field(default_factory=list)
 
 
 class IngestSource:
@@ -26,10 +45,13 @@ class IngestSource:
         subscribe: Sequence[str] = ("",),
         receive_hwm: int = 4,
         max_message_bytes: int = 1 << 31,
+        certificate: Certificate | None = None,
     ) -> None:
         socket_type = zmq.SUB if kind == "sub" else zmq.PULL
         self.socket: zmq.Socket[Any] = context.socket(socket_type)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if certificate is not None:
+            secure_server(self.socket, certificate)
         self.socket.setsockopt(zmq.RCVHWM, receive_hwm)
         self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         if socket_type == zmq.SUB:
@@ -46,25 +68,32 @@ class IngestSource:
         except zmq.ZMQError:
             self.socket.close(linger=0)
             raise
-        self.monitor: zmq.Socket[Any] = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.secured = certificate is not None
+        self.monitor: zmq.Socket[Any] = self.socket.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILURES
+        )
 
-    def receive(self, limit: int) -> Iterator[list[memoryview]]:
+    def receive(self, limit: int) -> Iterator[Received]:
         """Yield up to ``limit`` waiting messages (as buffers) without blocking."""
         for _ in range(limit):
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            yield [part.buffer for part in parts]
+            sender = str(parts[0].get("User-Id")) if self.secured else None
+            yield Received([part.buffer for part in parts], sender)
 
-    def disconnects(self) -> list[str]:
-        """Endpoints of publishers that disconnected since the last call."""
-        endpoints = []
+    def peer_events(self) -> PeerEvents:
+        """Disconnects and failed handshakes since the last call (endpoints)."""
+        events = PeerEvents()
         while self.monitor.poll(0):
             event = recv_monitor_message(self.monitor)
+            endpoint = event["endpoint"].decode(errors="replace")
             if event["event"] == zmq.EVENT_DISCONNECTED:
-                endpoints.append(event["endpoint"].decode(errors="replace"))
-        return endpoints
+                events.disconnects.append(endpoint)
+            else:
+                events.handshake_failures.append(endpoint)
+        return events
 
     def close(self) -> None:
         self.socket.disable_monitor()

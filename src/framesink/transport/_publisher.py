@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -29,10 +30,19 @@ from ..core import (
     start_header,
 )
 from ._control import ControlClient, ControlError
+from ._curve import ClientKeys
 
 
 class PublishError(RuntimeError):
     """A message could not be handed to ZeroMQ in time."""
+
+
+def _client_keys(server_key: str | Path | None, client_key: str | Path | None) -> ClientKeys | None:
+    if (server_key is None) != (client_key is None):
+        raise ValueError("CURVE needs both curve_server_key and curve_client_key")
+    if server_key is None or client_key is None:
+        return None
+    return ClientKeys.load(server_key, client_key)
 
 
 class Publisher:
@@ -49,13 +59,23 @@ class Publisher:
         high_water_mark: int = 1000,
         context: zmq.Context[Any] | None = None,
         control: str | None = None,
+        curve_server_key: str | Path | None = None,
+        curve_client_key: str | Path | None = None,
     ) -> None:
+        """With ``curve_server_key`` (the daemon's public certificate, ``NAME.key``) and
+        ``curve_client_key`` (this client's own ``NAME.key_secret``), the ingest and
+        control connections are CURVE-authenticated and encrypted."""
         self.kind = kind
         self.control = control
-        self.control_client = None if control is None else ControlClient(control, context=context)
+        keys = _client_keys(curve_server_key, curve_client_key)
+        self.control_client = (
+            None if control is None else ControlClient(control, context=context, keys=keys)
+        )
         self.topic = topic.encode() if isinstance(topic, str) else topic
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB if kind == "pub" else zmq.PUSH)
+        if keys is not None:
+            keys.apply(self._socket)
         self._socket.setsockopt(zmq.LINGER, int(send_timeout * 1000))
         self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
         self._socket.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))

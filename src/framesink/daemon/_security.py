@@ -1,0 +1,60 @@
+"""CURVE authentication of the daemon's ingest and control endpoints.
+
+Everything is read and checked when the daemon is built, so a bad key setup stops it
+before it binds anything; SIGHUP reloads the allowed clients.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import zmq
+
+from ..transport import Certificate, ClientGate, CurveError, RefusalHandler, load_certificate
+from ..transport import load_allowed_clients as check_clients
+from ._settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Security:
+    """The daemon's certificate and its gate of allowed clients (or nothing, when off)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.certificate: Certificate | None = None
+        self._clients = settings.curve_clients
+        self._gate: ClientGate | None = None
+        if settings.curve_server_key is not None:
+            self.certificate = load_certificate(settings.curve_server_key, secret=True)
+            assert self._clients is not None
+            check_clients(self._clients)
+
+    @property
+    def enabled(self) -> bool:
+        return self.certificate is not None
+
+    def start(self, context: zmq.Context[Any], on_refused: RefusalHandler) -> None:
+        """Start the ZAP handler; call before any secured socket binds."""
+        if self._clients is None:
+            return
+        self._gate = ClientGate(context, self._clients, on_refused)
+        self._gate.start()
+        log.info("CURVE on: %d allowed client keys in %s", len(self._gate.allowed), self._clients)
+
+    def reload(self) -> None:
+        """Re-read the allowed clients (SIGHUP); a broken directory keeps the old keys."""
+        if self._gate is None:
+            log.info("SIGHUP: CURVE is off, nothing to reload")
+            return
+        try:
+            count = self._gate.reload()
+        except CurveError as exc:
+            log.error("SIGHUP: kept the previous client keys: %s", exc)
+            return
+        log.info("SIGHUP: reloaded %d allowed client keys from %s", count, self._clients)
+
+    def stop(self) -> None:
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
