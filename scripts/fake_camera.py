@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the daemon waits between frames before ending the acquisition "
         "(for slow --rate; default: the daemon's idle_timeout)",
     )
+    parser.add_argument(
+        "--curve-server-key", help="the daemon's public certificate (NAME.key), for CURVE"
+    )
+    parser.add_argument("--curve-client-key", help="this camera's NAME.key_secret, for CURVE")
     arguments = parser.parse_args(argv)
     camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
     try:
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
             bind=arguments.bind,
             topic=arguments.topic,
             control=arguments.control or None,
+            curve_server_key=arguments.curve_server_key,
+            curve_client_key=arguments.curve_client_key,
         ) as publisher:
             entry = publish_synthetic(
                 publisher,

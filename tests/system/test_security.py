@@ -6,6 +6,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,14 @@ import zmq.auth
 from framesink import Publisher
 from framesink.transport import ClientKeys, ControlClient, ControlError
 
-from ..helpers import DaemonProcess, framesink_command, pattern, read_tiff, start_tyx
+from ..helpers import (
+    DaemonProcess,
+    framesink_command,
+    pattern,
+    read_tiff,
+    run_framesink,
+    start_tyx,
+)
 
 StartDaemon = Callable[..., DaemonProcess]
 
@@ -252,3 +260,46 @@ def test_framesink_keys_writes_a_private_secret(tmp_path: Path) -> None:
     )
     assert again.returncode == 1
     assert "not overwriting" in again.stderr
+
+
+def test_the_fake_camera_and_the_demo_take_keys(
+    start_daemon: StartDaemon, keys: Keys, tmp_path: Path
+) -> None:
+    daemon = _secured(start_daemon, keys)
+    camera = [
+        sys.executable,
+        str(Path(__file__).parents[2] / "scripts/fake_camera.py"),
+        "--endpoint",
+        daemon.ingest[0],
+        "--kind",
+        "push",
+        "--control",
+        daemon.control,
+        "--count",
+        "5",
+        "--rate",
+        "0",
+        "--shape",
+        "16",
+        "16",
+        "--acquisition",
+        "keyed",
+        "--curve-server-key",
+        str(keys.server_public),
+    ]
+    keyed = subprocess.run(
+        [*camera, "--curve-client-key", str(keys.camera)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert keyed.returncode == 0, keyed.stderr
+    assert "daemon wrote 5 frames" in keyed.stdout
+
+    demo = run_framesink(
+        "demo", "--curve", "--data-root", str(tmp_path / "demo"), "--frames", "8", "--rate", "0"
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert "CURVE on" in demo.stderr
+    assert "8 frames written" in demo.stdout

@@ -92,7 +92,7 @@ def test_status_table_shows_acquisitions_errors_and_counters() -> None:
         "duplicate_starts=0  seq_gaps=0  peer_disconnects=0  auth_failures=0"
     ) in lines
     assert (
-        "frames:       frames_received=0  frames_written=10  frames_dropped=0  "
+        "frames:       frames_received=0  frames_written=10  frames_missing=0  frames_dropped=0  "
         "frames_lost_overload=0  bytes_written=0"
     ) in lines
     assert "rejected:     bad_start=1" in lines

@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..daemon import serve_command, wait_until_ready
 from ..tiff import read_record
-from ..transport import Publisher
+from ..transport import ClientKeys, Publisher, write_certificates
 from ._camera import SyntheticCamera, publish_synthetic
 
 READY_TIMEOUT_S = 30.0
@@ -18,23 +19,39 @@ STOP_TIMEOUT_S = 120.0
 
 
 def run_demo(
-    data_root: Path | None, frames: int, shape: tuple[int, ...], dtype: str, rate: float | None
+    data_root: Path | None,
+    frames: int,
+    shape: tuple[int, ...],
+    dtype: str,
+    rate: float | None,
+    *,
+    curve: bool = False,
 ) -> int:
+    """With ``curve``, the daemon and the camera authenticate with fresh CURVE keys."""
     root = (data_root or Path(tempfile.mkdtemp(prefix="framesink-demo-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
         ingest, control = f"ipc://{sockets}/ingest", f"ipc://{sockets}/control"
-        command = serve_command(root, bind=[ingest], control=control, socket="pull")
+        extra, keys = _demo_keys(Path(sockets)) if curve else ([], None)
+        command = serve_command(root, bind=[ingest], control=control, socket="pull", extra=extra)
         entry = None
         with subprocess.Popen(command) as daemon:
             try:
-                wait_until_ready(control, daemon, READY_TIMEOUT_S)
+                wait_until_ready(
+                    control, daemon, READY_TIMEOUT_S, None if keys is None else keys.client()
+                )
                 print(
                     f"daemon ready (pid {daemon.pid}); "
                     f"publishing {frames} frames of {list(shape)} {dtype}",
                     file=sys.stderr,
                 )
-                with Publisher(ingest, kind="push", control=control) as publisher:
+                with Publisher(
+                    ingest,
+                    kind="push",
+                    control=control,
+                    curve_server_key=None if keys is None else keys.server_public,
+                    curve_client_key=None if keys is None else keys.camera_secret,
+                ) as publisher:
                     entry = publish_synthetic(
                         publisher,
                         SyntheticCamera(shape, dtype, rate),
@@ -51,6 +68,24 @@ def run_demo(
     # The daemon never reuses a folder: a second demo in the same root goes to demo_1, ...
     folder = Path(entry.path).parent if entry else root / "demo"
     return _report(folder, code)
+
+
+def _demo_keys(folder: Path) -> tuple[list[str], _DemoKeys]:
+    """A server and a camera certificate, and the flags that make the daemon use them."""
+    server_public, server_secret = write_certificates("server", folder / "server")
+    _, camera_secret = write_certificates("camera", folder / "clients")
+    flags = ["--curve-server-key", str(server_secret), "--curve-clients", str(folder / "clients")]
+    print(f"CURVE on: server key {server_public}, camera key {camera_secret}", file=sys.stderr)
+    return flags, _DemoKeys(server_public, camera_secret)
+
+
+@dataclass(frozen=True)
+class _DemoKeys:
+    server_public: Path
+    camera_secret: Path
+
+    def client(self) -> ClientKeys:
+        return ClientKeys.load(self.server_public, self.camera_secret)
 
 
 def _report(folder: Path, code: int) -> int:

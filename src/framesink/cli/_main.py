@@ -108,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--rate", type=float, default=100.0, help="frames per second (0: as fast as possible)"
     )
+    demo.add_argument(
+        "--curve", action="store_true", help="authenticate with fresh CURVE keys (a secured run)"
+    )
     return parser
 
 
@@ -230,4 +233,5 @@ def _demo(arguments: argparse.Namespace) -> int:
         tuple(arguments.shape),
         arguments.dtype,
         arguments.rate or None,
+        curve=arguments.curve,
     )

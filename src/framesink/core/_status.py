@@ -41,6 +41,7 @@ class Counter(StrEnum):
     AUTH_FAILURES = "auth_failures"
     FRAMES_RECEIVED = "frames_received"
     FRAMES_WRITTEN = "frames_written"
+    FRAMES_MISSING = "frames_missing"
     FRAMES_DROPPED = "frames_dropped"
     FRAMES_LOST_OVERLOAD = "frames_lost_overload"
     BYTES_WRITTEN = "bytes_written"
@@ -65,6 +66,7 @@ class CounterValues(BaseModel):
     auth_failures: int = 0
     frames_received: int = 0
     frames_written: int = 0
+    frames_missing: int = 0
     frames_dropped: int = 0
     frames_lost_overload: int = 0
     bytes_written: int = 0
@@ -142,6 +144,7 @@ class DaemonStatus(BaseModel):
     ingest: list[str]
     queued_bytes: int
     queue_limit_bytes: int
+    metrics: str | None = None
     counters: CounterValues
     acquisitions: list[AcquisitionEntry]
     recent_errors: list[Rejection]

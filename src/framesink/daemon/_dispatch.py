@@ -38,7 +38,7 @@ from ..core import (
     decode,
 )
 from ._counters import Counters
-from ._session import Session
+from ._session import Session, WriteTimer
 from ._settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,8 @@ class Dispatcher:
         self.free_bytes: int | None = None
         self.intake_deadline: float | None = None
         """Set at shutdown: no message waits for queue space beyond it."""
+        self.write_timer: WriteTimer | None = None
+        """Told how long each write to a sink took (the metrics' latency histogram)."""
         self._sink_factory = sink_factory
         self._lock = threading.Lock()
 
@@ -192,7 +194,9 @@ class Dispatcher:
         except Exception:
             self.router.fail(action.acquisition)
             raise
-        session = Session(action.acquisition, action.layout, sink, self.budget)
+        session = Session(
+            action.acquisition, action.layout, sink, self.budget, write_timer=self.write_timer
+        )
         self.sessions.append(session)
         self.receiving[action.acquisition] = session
         self.counters.add(Counter.ACQUISITIONS_STARTED)
@@ -267,6 +271,7 @@ class Dispatcher:
                 entry = session.entry()
                 self.recent.appendleft(entry)
                 self.counters.add(Counter.FRAMES_WRITTEN, entry.frames_written)
+                self.counters.add(Counter.FRAMES_MISSING, entry.frames_missing)
                 self.counters.add(Counter.BYTES_WRITTEN, entry.bytes_written)
                 failed = entry.state is AcquisitionState.FAILED
                 self.counters.add(

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..transport import ControlClient, ControlError
+from ..transport import ClientKeys, ControlClient, ControlError
 
 
 def serve_command(
@@ -27,9 +27,14 @@ def serve_command(
     return [*command, "--socket", socket, "--control", control, "--log-level", log_level, *extra]
 
 
-def wait_until_ready(control: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def wait_until_ready(
+    control: str,
+    process: subprocess.Popen[bytes],
+    timeout: float,
+    keys: ClientKeys | None = None,
+) -> None:
     """Wait for the daemon to answer ping; raise RuntimeError if it died or never answered."""
-    client = ControlClient(control, timeout=1.0)
+    client = ControlClient(control, timeout=1.0, keys=keys)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

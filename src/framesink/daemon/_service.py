@@ -25,6 +25,7 @@ from ..tiff import TiffSink
 from ..transport import ControlServer, IngestSource, sd_notify
 from ._counters import Counters
 from ._dispatch import Dispatcher
+from ._metrics import MetricsServer
 from ._recovering import BackgroundRecovery
 from ._security import Security
 from ._settings import Settings
@@ -55,6 +56,7 @@ class Daemon:
         self.ingest_endpoints: list[str] = []
         self._recovery = BackgroundRecovery(settings.data_root)
         self._security = Security(settings)
+        self._metrics = MetricsServer(settings.metrics, self.status) if settings.metrics else None
         self._reload_requested = threading.Event()
         self._started = time.monotonic()
         self._stop_requested = threading.Event()
@@ -131,6 +133,9 @@ class Daemon:
             on_refused=self._auth_refused,
         )
         self.control_endpoint = self._control.endpoint
+        if self._metrics is not None:
+            self._metrics.start()
+            self.dispatcher.write_timer = self._metrics.observe_write
         self._source = IngestSource(
             self._context,
             kind=settings.socket,
@@ -160,6 +165,8 @@ class Daemon:
             if self._control is not None:
                 self._control.stop()
             self._security.stop()
+            if self._metrics is not None:
+                self._metrics.stop()
             self._context.term()
             self.state = RunState.STOPPED
             log.info("framesink stopped")
@@ -292,6 +299,7 @@ class Daemon:
             live, recent = dispatcher.entries()
             counters = self.counters.snapshot()
             counters.frames_written += sum(entry.frames_written for entry in live)
+            counters.frames_missing += sum(entry.frames_missing for entry in live)
             counters.bytes_written += sum(entry.bytes_written for entry in live)
             return DaemonStatus(
                 version=__version__,
@@ -305,6 +313,7 @@ class Daemon:
                 ingest=list(self.ingest_endpoints),
                 queued_bytes=dispatcher.budget.used,
                 queue_limit_bytes=dispatcher.budget.limit,
+                metrics=None if self._metrics is None else self._metrics.url,
                 counters=counters,
                 acquisitions=[*live, *recent],
                 recent_errors=list(self.counters.recent_errors)[-10:],

@@ -65,6 +65,8 @@ class _FinishItem:
     error: str | None
 
 
+WriteTimer = Callable[[float], None]
+"""Told the seconds one write to the sink took."""
 _Item = _WriteItem | _SkipItem | _DropItem | _LostMessagesItem | _FinishItem
 
 
@@ -72,9 +74,16 @@ class Session:
     """Owns a prepared FrameSink and the thread that writes to it."""
 
     def __init__(
-        self, acquisition: str, layout: FrameLayout, sink: FrameSink, budget: ByteBudget
+        self,
+        acquisition: str,
+        layout: FrameLayout,
+        sink: FrameSink,
+        budget: ByteBudget,
+        *,
+        write_timer: WriteTimer | None = None,
     ) -> None:
         self.acquisition = acquisition
+        self._write_timer = write_timer
         self.layout = layout
         self.sink = sink
         self.started_at = time.monotonic()
@@ -213,7 +222,10 @@ class Session:
         written_before = self.sink.progress().frames_written
         try:
             if self.error is None:
+                began = time.perf_counter()
                 self.sink.write([item.chunk for item in writes])
+                if self._write_timer is not None:
+                    self._write_timer(time.perf_counter() - began)
             else:
                 self.frames_lost += frames
         except Exception as exc:  # noqa: BLE001 - fails this acquisition only; _fail logs it

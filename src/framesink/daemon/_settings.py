@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from ..core import ExistsPolicy
+from ._metrics import parse_address
 
 SYSTEM_CONFIG = Path("/etc/framesink/framesink.toml")
 CONFIG_ENV = "FRAMESINK_CONFIG"
@@ -98,6 +99,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics_address(cls, value: str) -> str:
+        if value:
+            parse_address(value)
+        return value
 
     @model_validator(mode="after")
     def _curve_pair(self) -> Settings:
