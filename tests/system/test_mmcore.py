@@ -1,0 +1,185 @@
+"""Real pymmcore-plus MDAs (UniMMCore, pure-Python devices) into a real daemon process."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import useq
+
+from framesink.mmcore import FramesinkHandler, FramesinkHandlerError
+
+from ..helpers import DaemonProcess, read_metadata, read_tiff, validate_ome
+from ..mmcore_rig import CHANNELS, PIXEL_SIZE_UM, SENSOR, Recorder, make_core
+
+StartDaemon = Callable[..., DaemonProcess]
+DOCS = Path(__file__).parents[2] / "docs" / "pymmcore-plus.md"
+POSITIONS = (useq.Position(x=0, y=0, z=0, name="well A1"), useq.Position(x=100, y=50, z=2))
+
+
+def _sequence(**changes: object) -> useq.MDASequence:
+    fields: dict[str, object] = {
+        "time_plan": {"interval": 0, "loops": 3},
+        "stage_positions": POSITIONS,
+        "channels": list(CHANNELS),
+        "z_plan": {"range": 3, "step": 1},
+        "axis_order": "tpcz",
+    }
+    return useq.MDASequence(**(fields | changes))
+
+
+def _handler(daemon: DaemonProcess, **options: object) -> FramesinkHandler:
+    settings: dict[str, object] = {"output_path": "exp", "output_name": "cells"}
+    return FramesinkHandler(
+        daemon.ingest[0],
+        control=daemon.control,
+        **(settings | options),  # type: ignore[arg-type]
+    )
+
+
+def test_t_positions_channels_z_give_one_pixel_exact_tczyx_file_per_position(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder()
+    handler = _handler(daemon, core=core)
+    core.mda.run(_sequence(), output=[handler, recorder])
+
+    assert len(handler.entries) == 2
+    assert all(e.complete and e.frames_written == 24 for e in handler.entries.values())
+    folders = {0: "cells_p000_well-A1", 1: "cells_p001"}
+    for p, name in folders.items():
+        tiff = daemon.data_root / "exp" / name / f"{name}.ome.tiff"
+        _, pixels, xml = read_tiff(tiff)
+        assert pixels.shape == (3, 2, 4, *SENSOR)
+        for t in range(3):
+            for c in range(2):
+                for z in range(4):
+                    expected = recorder.at(t=t, p=p, c=c, z=z)
+                    assert expected is not None
+                    np.testing.assert_array_equal(pixels[t, c, z], expected)
+        image = validate_ome(xml).images[0]
+        assert image.pixels.dimension_order.value == "XYZCT"
+        assert [ch.name for ch in image.pixels.channels] == list(CHANNELS)
+        assert image.pixels.physical_size_x == pytest.approx(PIXEL_SIZE_UM)
+        assert image.pixels.physical_size_z == pytest.approx(1.0)
+        planes = image.pixels.planes
+        assert len(planes) == 24
+        assert {round(plane.exposure_time or 0, 6) for plane in planes} == {0.01}
+        assert {(plane.position_x, plane.position_y) for plane in planes} == {
+            (POSITIONS[p].x, POSITIONS[p].y)
+        }
+        assert sorted({plane.position_z for plane in planes}) == pytest.approx(
+            [(POSITIONS[p].z or 0.0) + dz for dz in (-1.5, -0.5, 0.5, 1.5)]
+        )
+        assert all(plane.delta_t is not None for plane in planes)
+        metadata = read_metadata(tiff.parent)
+        assert metadata["axes"] == "TCZYX"
+        assert metadata["position"]["index"] == p
+        assert metadata["useq_sequence"]["axis_order"] == ["t", "p", "c", "z"]
+        assert metadata["mmcore"]["camera"] == "Camera"
+        assert metadata["mmcore"]["pixel_size_um"] == pytest.approx(PIXEL_SIZE_UM)
+        assert metadata["framesink"]["complete"] is True
+
+
+def test_a_cancelled_run_keeps_every_delivered_frame_and_ends_aborted(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder(cancel_after=20, core=core)
+    handler = _handler(daemon, core=core)
+    core.mda.run(_sequence(), output=[handler, recorder])
+
+    delivered = dict(recorder.frames)
+    assert 20 <= len(delivered) < 48
+    written = 0
+    for p, name in {0: "cells_p000_well-A1", 1: "cells_p001"}.items():
+        folder = daemon.data_root / "exp" / name
+        record = read_metadata(folder)["framesink"]
+        assert (record["reason"], record["complete"]) == ("abort", False)
+        assert read_metadata(folder)["abort_reason"] == "MDA canceled"
+        pixels = read_tiff(folder / f"{name}.ome.tiff")[1].reshape(record["shape"])
+        for key, image in delivered.items():
+            index = dict(key)
+            if index["p"] == p:
+                np.testing.assert_array_equal(pixels[index["t"], index["c"], index["z"]], image)
+        written += record["frames_written"]
+    assert written == len(delivered)
+
+
+def test_skipped_events_become_recorded_gaps_never_shifted_frames(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder()
+    channels = [useq.Channel(config="DAPI"), useq.Channel(config="FITC", do_stack=False)]
+    sequence = _sequence(stage_positions=POSITIONS[:1], channels=channels, time_plan=None)
+    handler = _handler(daemon, output_name="gaps", core=core)
+    core.mda.run(sequence, output=[handler, recorder])
+
+    (entry,) = handler.entries.values()
+    assert entry.frames_written == 5
+    assert entry.frames_missing == 3
+    assert entry.complete is False
+    _, pixels, _ = read_tiff(daemon.data_root / "exp" / "gaps.ome.tiff")
+    assert pixels.shape == (2, 4, *SENSOR)
+    for c in range(2):
+        for z in range(4):
+            expected = recorder.at(p=0, c=c, z=z)
+            if expected is None:
+                assert not pixels[c, z].any(), "a skipped event is a zero-filled gap"
+            else:
+                np.testing.assert_array_equal(pixels[c, z], expected)
+    record = read_metadata(daemon.data_root / "exp")["framesink"]
+    assert record["missing_ranges"] == [[4, 5], [7, 7]]
+
+
+def test_a_daemon_that_is_down_or_refuses_raises_before_the_first_frame(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    with pytest.raises(FramesinkHandlerError, match="not reachable"):
+        FramesinkHandler(
+            f"ipc://{tmp_path}/nobody",
+            control=f"ipc://{tmp_path}/nobody-control",
+            output_path="x",
+            output_name="x",
+        )
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder()
+    handler = _handler(daemon, output_name=".framesink-reserved", core=core)
+    with pytest.raises(Exception, match="refused the acquisition: bad_output"):
+        core.mda.run(_sequence(), output=[handler, recorder])
+    assert recorder.frames == {}
+    assert not (daemon.data_root / "exp").exists()
+
+
+def test_the_documented_example_runs_as_is(start_daemon: StartDaemon, tmp_path: Path) -> None:
+    """The docs' example, with only the daemon's two endpoints pointed at the test's."""
+    daemon = start_daemon(socket="pull")
+    (example,) = re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.DOTALL)
+    script = example.replace("tcp://127.0.0.1:5555", daemon.ingest[0]).replace(
+        "tcp://127.0.0.1:5556", daemon.control
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    tiffs = sorted(daemon.data_root.rglob("*.ome.tiff"))
+    assert len(tiffs) == 2
+    for tiff in tiffs:
+        assert read_tiff(tiff)[1].shape[:3] == (3, 2, 5)
+        assert read_metadata(tiff.parent)["framesink"]["complete"] is True
