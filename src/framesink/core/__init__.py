@@ -29,6 +29,7 @@ from ._record import (
     metadata_document,
     utc_now,
 )
+from ._ring import RELEASE_RECORD_BYTES, SLOT_ALIGNMENT, LentSlots, RingAllocator, slot_size
 from ._routing import Action, Drop, Finish, Open, Router, SeqGap, Skip, Write
 from ._sink import (
     FrameChunk,
@@ -55,6 +56,8 @@ from ._wire import (
     AbortHeader,
     FramesHeader,
     Message,
+    RingAttachment,
+    RingSlice,
     StartHeader,
     StopHeader,
     WireError,
@@ -73,7 +76,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RECOVERY_FAILED_FILE",
     "RECOVERY_FOLDER",
+    "RELEASE_RECORD_BYTES",
     "RESERVED_METADATA_KEY",
+    "SLOT_ALIGNMENT",
     "SUPPORTED_DTYPES",
     "AbortHeader",
     "AcquisitionEntry",
@@ -95,6 +100,7 @@ __all__ = [
     "FrameSink",
     "FramesHeader",
     "LayoutError",
+    "LentSlots",
     "Message",
     "MetaData",
     "Open",
@@ -102,6 +108,9 @@ __all__ = [
     "OutputParameters",
     "RecoveryFailure",
     "Rejection",
+    "RingAllocator",
+    "RingAttachment",
+    "RingSlice",
     "Router",
     "RunState",
     "SeqGap",
@@ -128,6 +137,7 @@ __all__ = [
     "metadata_document",
     "pack_header",
     "printable",
+    "slot_size",
     "start_header",
     "utc_now",
 ]

@@ -28,6 +28,8 @@ class FrameChunk:
 
     frames: np.ndarray[Any, Any]
     metadata: Sequence[FrameMetadata] | None = None
+    release: Callable[[], None] | None = None
+    """Called once the frames are written or given up (their memory may then be reused)."""
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -145,6 +145,7 @@ class DaemonStatus(BaseModel):
     queued_bytes: int
     queue_limit_bytes: int
     metrics: str | None = None
+    shared_memory: str | None = None
     counters: CounterValues
     acquisitions: list[AcquisitionEntry]
     recent_errors: list[Rejection]

@@ -86,6 +86,26 @@ class OutputLocation(BaseModel):
     output_name: Annotated[str, Field(min_length=1, max_length=200)]
 
 
+RING_TOKEN_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class RingAttachment(BaseModel):
+    """A start's shared-memory ring: the token the daemon gave at registration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    ring: Annotated[str, Field(pattern=RING_TOKEN_PATTERN)]
+
+
+class RingSlice(BaseModel):
+    """Where a frames message's pixels are in the acquisition's ring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    offset: Annotated[int, Field(ge=0, le=1 << 53)]
+    length: Annotated[int, Field(ge=1, le=1 << 53)]
+
+
 class StartHeader(_Header):
     type: Literal["start"]
     metadata: JsonMap
@@ -94,6 +114,7 @@ class StartHeader(_Header):
     frame_shape: list[Annotated[int, Field(ge=1, le=1 << 20)]]
     shape: list[Annotated[int, Field(ge=1)] | None] | None = None
     idle_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    shared_memory: RingAttachment | None = None
 
     @model_validator(mode="after")
     def _check(self) -> StartHeader:
@@ -120,6 +141,7 @@ class FramesHeader(_Header):
     index: Annotated[int, Field(ge=0, le=1 << 53)]
     count: Annotated[int, Field(ge=1, le=MAX_FRAMES_PER_MESSAGE)]
     frame_metadata: list[JsonMap | None] | None = None
+    shm: RingSlice | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FramesHeader:
@@ -241,13 +263,17 @@ def decode(
     except ValidationError as exc:
         raise WireError(f"bad_{raw['type']}", _describe(exc), acquisition) from None
     payload = memoryview(parts[2]) if len(parts) == 3 else None
-    if isinstance(header, FramesHeader) and payload is None:
+    carried = isinstance(header, FramesHeader) and header.shm is None
+    if carried and payload is None:
         raise WireError(
             "missing_payload", "a frames message needs a third part with the pixels", acquisition
         )
-    if not isinstance(header, FramesHeader) and payload is not None:
+    if not carried and payload is not None:
+        where = "its pixels are in shared memory" if header.type == "frames" else "none"
         raise WireError(
-            "unexpected_payload", f"a {header.type} message has no payload part", acquisition
+            "unexpected_payload",
+            f"a {header.type} message has no payload part here ({where})",
+            acquisition,
         )
     return Message(bytes(parts[0]), header, payload)
 
@@ -269,6 +295,7 @@ def start_header(
     frame_shape: Sequence[int],
     shape: Sequence[int | None] | None = None,
     idle_timeout: float | None = None,
+    ring: str | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -284,6 +311,8 @@ def start_header(
         header["shape"] = list(shape)
     if idle_timeout is not None:
         header["idle_timeout"] = float(idle_timeout)
+    if ring is not None:
+        header["shared_memory"] = {"ring": ring}
     return header
 
 
@@ -293,7 +322,10 @@ def frames_header(
     index: int,
     count: int,
     frame_metadata: Sequence[Mapping[str, Any] | None] | None = None,
+    *,
+    shm: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
+    """A frames header; ``shm`` = (offset, length) when the pixels are in the ring."""
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
         "type": "frames",
@@ -304,6 +336,8 @@ def frames_header(
     }
     if frame_metadata is not None:
         header["frame_metadata"] = [None if m is None else dict(m) for m in frame_metadata]
+    if shm is not None:
+        header["shm"] = {"offset": shm[0], "length": shm[1]}
     return header
 
 

@@ -27,6 +27,8 @@ from ..core import (
     Drop,
     Finish,
     FinishReason,
+    FramesHeader,
+    Message,
     Open,
     Router,
     SeqGap,
@@ -37,6 +39,7 @@ from ..core import (
     Write,
     decode,
 )
+from ..transport import Ring, RingLease, RingServer
 from ._counters import Counters
 from ._session import Session, WriteTimer
 from ._settings import Settings
@@ -68,6 +71,10 @@ class Dispatcher:
         self.free_bytes: int | None = None
         self.intake_deadline: float | None = None
         """Set at shutdown: no message waits for queue space beyond it."""
+        self.rings: RingServer | None = None
+        """Shared-memory rings, when the daemon accepts them."""
+        self.rings_by_acquisition: dict[str, Ring] = {}
+        self._lease: RingLease | None = None
         self.write_timer: WriteTimer | None = None
         """Told how long each write to a sink took (the metrics' latency histogram)."""
         self._sink_factory = sink_factory
@@ -88,6 +95,7 @@ class Dispatcher:
             self.counters.add(Counter.MESSAGES)
             try:
                 message = decode(parts, int(self.settings.max_header_bytes))
+                message = self._lend_slot(message)
                 for action in self.router.route(message, time.monotonic(), sender):
                     self._dispatch(action)
             except WireError as exc:
@@ -95,6 +103,26 @@ class Dispatcher:
             except Exception as exc:  # a bug hit by one message must not take the daemon down
                 log.exception("internal error while handling a message; it is rejected")
                 self.counters.reject(WireError("internal_error", f"{type(exc).__name__}: {exc}"))
+            finally:
+                if self._lease is not None:  # not handed to a writer: free it now
+                    self._lease.release()
+                    self._lease = None
+
+    def _lend_slot(self, message: Message) -> Message:
+        """A frames message whose pixels are in a ring gets them as its payload."""
+        header = message.header
+        if not isinstance(header, FramesHeader) or header.shm is None:
+            return message
+        ring = self.rings_by_acquisition.get(header.acquisition)
+        if ring is None:
+            raise WireError(
+                "bad_shm",
+                f"acquisition {header.acquisition!r} has no shared-memory ring (not open, or "
+                "started without one)",
+                header.acquisition,
+            )
+        self._lease = ring.lend(header.shm.offset, header.shm.length, header.acquisition)
+        return Message(message.topic, header, self._lease.view)
 
     def expire(self, now: float) -> None:
         with self._lock:
@@ -166,11 +194,13 @@ class Dispatcher:
             case Finish(_, reason, metadata, error):
                 session.finish(reason, metadata, error)
                 del self.receiving[action.acquisition]
+                self.rings_by_acquisition.pop(action.acquisition, None)
             case _:
                 assert_never(action)
 
     def _open(self, action: Open) -> None:
         start = action.start
+        ring = self._ring_of(action)
         try:
             self._refuse_when_disk_low()
             spec = SinkSpec(
@@ -199,8 +229,30 @@ class Dispatcher:
         )
         self.sessions.append(session)
         self.receiving[action.acquisition] = session
+        if ring is not None:
+            self.rings_by_acquisition[action.acquisition] = ring
         self.counters.add(Counter.ACQUISITIONS_STARTED)
         log.info("acquisition %s started -> %s", action.acquisition, sink.progress().path)
+
+    def _ring_of(self, action: Open) -> Ring | None:
+        """The ring a start names (None without one); a start naming no known ring fails."""
+        attached = action.start.shared_memory
+        if attached is None:
+            return None
+        ring = None if self.rings is None else self.rings.ring(attached.ring)
+        if ring is None:
+            self.router.fail(action.acquisition)
+            self.counters.add(Counter.ACQUISITIONS_REJECTED)
+            why = (
+                "this daemon does not accept shared memory"
+                if self.rings is None
+                else (
+                    "no registered ring has this token (the publisher must register it first, "
+                    "and rings end when their publisher disconnects)"
+                )
+            )
+            raise WireError("bad_shm", why, action.acquisition)
+        return ring
 
     def _refuse_when_disk_low(self) -> None:
         if self.free_bytes is not None and self.free_bytes < int(self.settings.min_free_bytes):
@@ -221,7 +273,10 @@ class Dispatcher:
             session.unreported_overload += action.count
             _report_overload(session)
             return
-        session.write(frames, action.frame_metadata, frames.nbytes)
+        lease, self._lease = self._lease, None
+        session.write(
+            frames, action.frame_metadata, frames.nbytes, None if lease is None else lease.release
+        )
 
     def _take_budget(self, session: Session, nbytes: int) -> bool:
         """Reserve queue space: PULL waits for it (backpressure), SUB never waits.
@@ -254,6 +309,7 @@ class Dispatcher:
         """A session whose writer failed: its acquisition ends; later messages are late."""
         if self.receiving.get(session.acquisition) is session:
             del self.receiving[session.acquisition]
+            self.rings_by_acquisition.pop(session.acquisition, None)
             self.router.fail(session.acquisition)
         session.finish(FinishReason.ERROR, error=session.error)
 

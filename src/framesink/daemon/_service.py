@@ -12,9 +12,11 @@ import logging
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 import weakref
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -22,7 +24,7 @@ import zmq
 
 from ..core import DaemonStatus, FinishReason, RunState, SinkFactory, __version__
 from ..tiff import TiffSink
-from ..transport import ControlServer, IngestSource, sd_notify
+from ..transport import ControlServer, IngestSource, RingServer, sd_notify
 from ._counters import Counters
 from ._dispatch import Dispatcher
 from ._metrics import MetricsServer
@@ -63,6 +65,7 @@ class Daemon:
         self._context: zmq.Context[Any] = zmq.Context()
         self._source: IngestSource | None = None
         self._control: ControlServer | None = None
+        self._rings: RingServer | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_write, False)
         os.set_blocking(self._wakeup_read, False)
@@ -147,6 +150,11 @@ class Daemon:
             certificate=self._security.certificate,
         )
         self.ingest_endpoints = self._source.endpoints
+        if settings.shared_memory:
+            self._rings = RingServer(
+                ring_socket_path(settings), int(settings.max_ring_bytes), log.warning
+            )
+            self.dispatcher.rings = self._rings
         self._control.start()
         self._check_disk()
 
@@ -160,6 +168,8 @@ class Daemon:
             self.dispatcher.finish_all(FinishReason.SHUTDOWN)
             self.dispatcher.join(JOIN_S)
         finally:
+            if self._rings is not None:
+                self._rings.close()
             with self.dispatcher.locked():
                 self.counters.flush_suppressed(final=True)
             if self._control is not None:
@@ -190,8 +200,14 @@ class Daemon:
         poller.register(self._source.socket, zmq.POLLIN)
         poller.register(self._source.monitor, zmq.POLLIN)
         poller.register(self._wakeup_read, zmq.POLLIN)
+        rings = self._rings
+        watched: set[int] = set()
+        if rings is not None:
+            poller.register(rings.listener, zmq.POLLIN)
         next_housekeeping = time.monotonic() + HOUSEKEEPING_S
         while not self._stop_requested.is_set():
+            if rings is not None:
+                watched = _watch(poller, watched, set(rings.connection_fds()))
             timeout = self._poll_timeout(next_housekeeping)
             turn_started = time.monotonic()
             events = dict(poller.poll(int(timeout * 1000)))
@@ -205,6 +221,9 @@ class Daemon:
                 drained = self._receive_batch(self.dispatcher.intake_deadline) < RECEIVE_BATCH
             if self._source.monitor in events:
                 self._peer_events()
+            if rings is not None:
+                self._ring_events(rings, events, watched)
+                rings.flush()
             now = time.monotonic()
             stalled = self._pause_after_stall(now - turn_started - timeout)
             if drained and not stalled:
@@ -262,6 +281,13 @@ class Daemon:
             with self.dispatcher.locked():
                 self.counters.peer_disconnected(endpoint, int(self.settings.max_message_bytes))
 
+    @staticmethod
+    def _ring_events(rings: RingServer, events: dict[Any, int], watched: set[int]) -> None:
+        if rings.listener in events or rings.listener.fileno() in events:
+            rings.accept()
+        for fd in watched & events.keys():
+            rings.closed(fd)
+
     def _auth_refused(self, peer: str, what: str) -> None:
         """A refused handshake (from the ZAP, control or receive thread)."""
         with self.dispatcher.locked():
@@ -314,10 +340,28 @@ class Daemon:
                 queued_bytes=dispatcher.budget.used,
                 queue_limit_bytes=dispatcher.budget.limit,
                 metrics=None if self._metrics is None else self._metrics.url,
+                shared_memory=None if self._rings is None else str(self._rings.path),
                 counters=counters,
                 acquisitions=[*live, *recent],
                 recent_errors=list(self.counters.recent_errors)[-10:],
             )
+
+
+def ring_socket_path(settings: Settings) -> Path:
+    """Where publishers register shared-memory rings."""
+    if settings.shared_memory_socket is not None:
+        return settings.shared_memory_socket
+    folder = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
+    return Path(folder) / f"framesink-{os.getpid()}.rings"
+
+
+def _watch(poller: zmq.Poller, watched: set[int], wanted: set[int]) -> set[int]:
+    """Keep the poller on exactly the ``wanted`` descriptors."""
+    for fd in watched - wanted:
+        poller.unregister(fd)
+    for fd in wanted - watched:
+        poller.register(fd, zmq.POLLIN)
+    return wanted
 
 
 def _close_all(*descriptors: int) -> None:

@@ -114,10 +114,12 @@ class Session:
         frames: np.ndarray[Any, Any],
         frame_metadata: Sequence[FrameMetadata] | None,
         nbytes: int,
+        release: Callable[[], None] | None = None,
     ) -> None:
-        """Queue frames whose ``nbytes`` were already taken from the budget."""
+        """Queue frames whose ``nbytes`` were already taken from the budget; ``release``
+        is called once they are written or given up."""
         self._queued_bytes += nbytes
-        self._queue.put(_WriteItem(FrameChunk(frames, frame_metadata), nbytes))
+        self._queue.put(_WriteItem(FrameChunk(frames, frame_metadata, release), nbytes))
 
     def skip(self, count: int) -> None:
         self._queue.put(_SkipItem(count))
@@ -235,6 +237,8 @@ class Session:
             for item in writes:
                 self._queued_bytes -= item.nbytes
                 self._budget.release(item.nbytes)
+                if item.chunk.release is not None:
+                    item.chunk.release()
 
     def _apply(self, operation: Callable[[int], None], count: int) -> None:
         try:

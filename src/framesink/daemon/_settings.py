@@ -94,6 +94,17 @@ class Settings(BaseSettings):
         description="framesink status: the daemon's public certificate (NAME.key); "
         "defaults to curve_server_key.",
     )
+    shared_memory: bool = Field(
+        True, description="Accept shared-memory rings from publishers on this host."
+    )
+    shared_memory_socket: Path | None = Field(
+        None,
+        description="Unix socket for ring registration (default: in $RUNTIME_DIRECTORY or "
+        "the temporary folder, named after the daemon's pid).",
+    )
+    max_ring_bytes: ByteSize = Field(
+        ByteSize(64 << 30), description="Largest shared-memory ring a publisher may register."
+    )
     metrics: str = Field(
         "", description="HOST:PORT of the Prometheus metrics endpoint; empty turns it off."
     )

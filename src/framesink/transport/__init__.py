@@ -16,6 +16,8 @@ from ._curve import (
 from ._ingest import IngestSource, PeerEvents, Received
 from ._notify import sd_notify
 from ._publisher import PublishedAcquisition, Publisher, PublishError
+from ._ring import RingError, SharedRing
+from ._rings import Ring, RingLease, RingServer
 
 __all__ = [
     "Certificate",
@@ -32,6 +34,11 @@ __all__ = [
     "Publisher",
     "Received",
     "RefusalHandler",
+    "Ring",
+    "RingError",
+    "RingLease",
+    "RingServer",
+    "SharedRing",
     "load_allowed_clients",
     "load_certificate",
     "parse_status",

@@ -31,6 +31,7 @@ from ..core import (
 )
 from ._control import ControlClient, ControlError
 from ._curve import ClientKeys
+from ._ring import RingError, SharedRing
 
 
 class PublishError(RuntimeError):
@@ -61,12 +62,21 @@ class Publisher:
         control: str | None = None,
         curve_server_key: str | Path | None = None,
         curve_client_key: str | Path | None = None,
+        shared_memory: int | None = None,
     ) -> None:
         """With ``curve_server_key`` (the daemon's public certificate, ``NAME.key``) and
         ``curve_client_key`` (this client's own ``NAME.key_secret``), the ingest and
-        control connections are CURVE-authenticated and encrypted."""
+        control connections are CURVE-authenticated and encrypted.
+
+        With ``shared_memory`` (bytes; same host, needs ``control``) the pixels go
+        through a memory ring this publisher owns; the socket carries headers only.
+        """
+        if shared_memory is not None and control is None:
+            raise ValueError("shared_memory needs the daemon's control endpoint (control=...)")
         self.kind = kind
         self.control = control
+        self.send_timeout = send_timeout
+        self.ring = None if shared_memory is None else SharedRing(int(shared_memory))
         keys = _client_keys(curve_server_key, curve_client_key)
         self.control_client = (
             None if control is None else ControlClient(control, context=context, keys=keys)
@@ -121,6 +131,7 @@ class Publisher:
         time-lapses slower than it (the daemon caps it at its ``max_idle_timeout``).
         """
         self.wait_for_subscribers(1, subscriber_timeout)
+        ring = self._ring_token()
         dump = (
             metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
         )
@@ -133,9 +144,31 @@ class Publisher:
             frame_shape=frame_shape,
             shape=shape,
             idle_timeout=idle_timeout,
+            ring=ring,
         )
         self.send([self.topic, pack_header(header)])
         return PublishedAcquisition(self, acquisition, np.dtype(dtype), tuple(frame_shape))
+
+    def _ring_token(self) -> str | None:
+        """The ring's token, registering it with the daemon the first time."""
+        if self.ring is None:
+            return None
+        if self.ring.token is not None:
+            return self.ring.token
+        assert self.control_client is not None
+        try:
+            path = self.control_client.status().shared_memory
+        except ControlError as exc:
+            raise PublishError(f"cannot ask the daemon for shared memory: {exc}") from None
+        if path is None:
+            raise PublishError(
+                "the daemon does not accept shared memory (its setting shared_memory is "
+                "off); leave shared_memory unset to send pixels over the socket"
+            )
+        try:
+            return self.ring.register(path)
+        except RingError as exc:
+            raise PublishError(str(exc)) from None
 
     def send(self, parts: Sequence[Any], copy: bool = False) -> None:
         """Send one raw multipart message (zero-copy for buffers by default)."""
@@ -148,6 +181,8 @@ class Publisher:
 
     def close(self) -> None:
         self._socket.close()
+        if self.ring is not None:
+            self.ring.close()
 
     def __enter__(self) -> Self:
         return self
@@ -202,9 +237,36 @@ class PublishedAcquisition:
             part = stack[offset : offset + step]
             metadata = None if frame_metadata is None else frame_metadata[offset : offset + step]
             self.seq += 1
+            if self.publisher.ring is not None:
+                self._send_through_ring(first + offset, part, metadata)
+                continue
             header = frames_header(self.acquisition, self.seq, first + offset, len(part), metadata)
             self.publisher.send([self.publisher.topic, pack_header(header), part.data], copy=copy)
         self.next_index = max(self.next_index, first + len(stack))
+
+    def _send_through_ring(
+        self,
+        index: int,
+        part: np.ndarray[Any, Any],
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+    ) -> None:
+        """Copy the frames into a ring slot; send where they are."""
+        publisher = self.publisher
+        ring = publisher.ring
+        assert ring is not None
+        try:
+            offset, slot = ring.slot(part.nbytes, publisher.send_timeout)
+        except RingError as exc:
+            raise PublishError(str(exc)) from None
+        slot[:] = part.reshape(-1).view(np.uint8)
+        header = frames_header(
+            self.acquisition, self.seq, index, len(part), metadata, shm=(offset, part.nbytes)
+        )
+        try:
+            publisher.send([publisher.topic, pack_header(header)])
+        except PublishError:
+            ring.give_back(offset)
+            raise
 
     def stop(
         self, metadata: Mapping[str, Any] | None = None, wait: float | None = None

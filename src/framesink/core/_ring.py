@@ -1,0 +1,110 @@
+"""The bookkeeping of a shared-memory ring (pure): what is lent, where the next slot goes.
+
+A ring is one block of memory the publisher owns. It writes each message's pixels into
+a slot (aligned, so that the daemon can write them to disk with O_DIRECT as they are),
+sends only where the slot is, and reuses the slot once the daemon releases it.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass, field
+
+SLOT_ALIGNMENT = 4096
+"""Every slot starts on a page: O_DIRECT needs aligned memory."""
+RELEASE_RECORD_BYTES = 16
+"""A release is two little-endian u64: offset, length."""
+
+
+def slot_size(length: int) -> int:
+    """The bytes a slot of ``length`` takes in the ring (rounded up to the alignment)."""
+    return -(-length // SLOT_ALIGNMENT) * SLOT_ALIGNMENT
+
+
+@dataclass
+class RingAllocator:
+    """First in, first out slots in a ring of ``size`` bytes (the publisher's side).
+
+    Releases may come in any order; space is reused from the oldest slot on, once it
+    and every slot before it are released.
+    """
+
+    size: int
+    _slots: deque[tuple[int, int]] = field(default_factory=deque)
+    _released: set[int] = field(default_factory=set)
+    _head: int = 0
+
+    def allocate(self, length: int) -> int | None:
+        """The offset of a free slot for ``length`` bytes, or None while the ring is full."""
+        need = slot_size(length)
+        if need > self.size:
+            raise ValueError(f"{length} bytes do not fit a ring of {self.size} bytes")
+        offset = self._place(need)
+        if offset is not None:
+            self._slots.append((offset, need))
+            self._head = offset + need
+        return offset
+
+    def release(self, offset: int) -> None:
+        """The daemon is done with the slot at ``offset`` (unknown offsets: ValueError)."""
+        if not any(start == offset for start, _ in self._slots) or offset in self._released:
+            raise ValueError(f"no slot lent at offset {offset}")
+        self._released.add(offset)
+        while self._slots and self._slots[0][0] in self._released:
+            self._released.discard(self._slots.popleft()[0])
+
+    @property
+    def lent(self) -> int:
+        """Slots not yet released."""
+        return len(self._slots) - len(self._released)
+
+    def _place(self, need: int) -> int | None:
+        if not self._slots:
+            self._head = 0
+            return 0
+        tail = self._slots[0][0]
+        head = self._head
+        if head > tail:
+            if head + need <= self.size:
+                return head
+            return 0 if need <= tail else None
+        return head if head + need <= tail else None
+
+
+@dataclass
+class LentSlots:
+    """The slots a ring has lent the daemon and the daemon has not released yet."""
+
+    size: int
+    _starts: list[int] = field(default_factory=list)
+    _lengths: dict[int, int] = field(default_factory=dict)
+
+    def check(self, offset: int, length: int) -> str | None:
+        """Why the slot (offset, length) cannot be taken now, or None if it can."""
+        if offset % SLOT_ALIGNMENT:
+            return f"offset {offset} is not a multiple of {SLOT_ALIGNMENT}"
+        end = offset + length
+        if end > self.size:
+            return f"bytes {offset}..{end} lie outside the ring of {self.size} bytes"
+        position = bisect.bisect_right(self._starts, offset)
+        neighbours = self._starts[max(0, position - 1) : position + 1]
+        for start in neighbours:
+            if start < end and offset < start + self._lengths[start]:
+                return f"bytes {offset}..{end} overlap a slot at {start} not yet released"
+        return None
+
+    def take(self, offset: int, length: int) -> None:
+        bisect.insort(self._starts, offset)
+        self._lengths[offset] = length
+
+    def give_back(self, offset: int) -> bool:
+        """Forget the slot at ``offset``; False if it was not lent."""
+        if self._lengths.pop(offset, None) is None:
+            return False
+        del self._starts[bisect.bisect_left(self._starts, offset)]
+        return True
+
+    @property
+    def count(self) -> int:
+        return len(self._starts)

@@ -1,0 +1,239 @@
+"""Shared-memory rings: the daemon's side.
+
+Publishers register a ring over a Unix socket that only their own user may use. The
+daemon checks it (same user, a sealed memfd of the size announced), maps it read-only
+and answers with a random token. A frames message then names a slot; the daemon lends
+it to a writer, which writes it straight to the file and releases it. A publisher that
+goes away ends its ring: what was already lent is still written (the mapping stays
+valid: the seals forbid shrinking it), later slots are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import mmap
+import os
+import secrets
+import socket
+import stat
+import struct
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core import LentSlots, WireError
+from ._ring import REGISTER, REGISTER_MAGIC, RELEASE
+
+log = logging.getLogger(__name__)
+
+PEER_CREDENTIALS = struct.Struct("3i")
+HANDSHAKE_TIMEOUT_S = 1.0
+
+
+@dataclass
+class Ring:
+    """One registered ring: the read-only mapping, its lent slots, its connection."""
+
+    token: str
+    size: int
+    memory: mmap.mmap
+    connection: socket.socket | None
+    lent: LentSlots
+    owner_pid: int
+    _unsent: deque[bytes] = field(default_factory=deque)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def lend(self, offset: int, length: int, acquisition: str) -> RingLease:
+        with self._lock:
+            # A publisher that went away still sent these: its ring stays mapped (the
+            # seals keep it whole) until its acquisitions end.
+            problem = self.lent.check(offset, length)
+            if problem is not None:
+                reason = "shm_in_use" if "overlap" in problem else "bad_shm"
+                raise WireError(reason, problem, acquisition)
+            self.lent.take(offset, length)
+        return RingLease(self, offset, length)
+
+    def release(self, offset: int, length: int) -> None:
+        """Tell the publisher the slot is free (from any thread; never blocks)."""
+        with self._lock:
+            if not self.lent.give_back(offset):
+                return
+            if self.connection is None:
+                return
+            self._unsent.append(RELEASE.pack(offset, length))
+            self._flush()
+
+    def flush(self) -> None:
+        """Send releases a full socket held back (the receive loop calls this)."""
+        with self._lock:
+            if self.connection is not None:
+                self._flush()
+
+    def _flush(self) -> None:
+        assert self.connection is not None
+        if not self._unsent:
+            return
+        data = b"".join(self._unsent)
+        self._unsent.clear()
+        try:
+            sent = self.connection.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return
+        if sent < len(data):
+            self._unsent.append(data[sent:])
+
+    def disconnect(self) -> None:
+        with self._lock:
+            if self.connection is not None:
+                self.connection.close()
+                self.connection = None
+            self._unsent.clear()
+
+
+@dataclass
+class RingLease:
+    """A slot lent to a writer; ``release`` (idempotent) gives it back."""
+
+    ring: Ring
+    offset: int
+    length: int
+    _released: bool = False
+
+    @property
+    def view(self) -> memoryview:
+        return memoryview(self.ring.memory)[self.offset : self.offset + self.length]
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self.ring.release(self.offset, self.length)
+
+
+class RingServer:
+    """The Unix socket publishers register rings on, and the rings it serves.
+
+    Called from the receive loop only (``accept``, ``closed``); ``lend`` and releases
+    are thread-safe.
+    """
+
+    def __init__(self, path: Path, max_ring_bytes: int, on_event: Callable[[str], None]) -> None:
+        self.path = path
+        self.max_ring_bytes = max_ring_bytes
+        self._on_event = on_event
+        self.rings: dict[str, Ring] = {}
+        self._by_connection: dict[int, Ring] = {}
+        path.unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)
+        try:
+            self.listener.bind(str(path))
+        finally:
+            os.umask(previous)
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+
+    def connection_fds(self) -> list[int]:
+        return list(self._by_connection)
+
+    def accept(self) -> None:
+        """Take one registration (a bad one is refused with a reason, never raises)."""
+        try:
+            connection, _ = self.listener.accept()
+        except BlockingIOError:
+            return
+        connection.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            ring = self._register(connection)
+        except (OSError, ValueError) as exc:
+            self._on_event(f"refused a shared-memory ring: {exc}")
+            with contextlib.suppress(OSError):
+                connection.sendall(f"NO {exc}\n".encode())
+            connection.close()
+            return
+        connection.setblocking(False)
+        self.rings[ring.token] = ring
+        self._by_connection[connection.fileno()] = ring
+        log.info("shared-memory ring of %d bytes from pid %d", ring.size, ring.owner_pid)
+
+    def closed(self, fd: int) -> None:
+        """The publisher's connection ``fd`` is readable: it went away (or misbehaves)."""
+        ring = self._by_connection.get(fd)
+        if ring is None or ring.connection is None:
+            return
+        try:
+            data = ring.connection.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return
+        del self._by_connection[fd]
+        ring.disconnect()
+        del self.rings[ring.token]
+        log.info(
+            "shared-memory ring of pid %d ended (%d slots still being written)",
+            ring.owner_pid,
+            ring.lent.count,
+        )
+
+    def flush(self) -> None:
+        for ring in list(self.rings.values()):
+            ring.flush()
+
+    def ring(self, token: str) -> Ring | None:
+        return self.rings.get(token)
+
+    def close(self) -> None:
+        for ring in list(self.rings.values()):
+            ring.disconnect()
+        self.rings.clear()
+        self._by_connection.clear()
+        self.listener.close()
+        self.path.unlink(missing_ok=True)
+
+    def _register(self, connection: socket.socket) -> Ring:
+        pid, uid, _gid = PEER_CREDENTIALS.unpack(
+            connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CREDENTIALS.size)
+        )
+        message, fds, _flags, _address = socket.recv_fds(connection, REGISTER.size, 2)
+        try:
+            if uid != os.geteuid():
+                raise ValueError(f"the ring belongs to user {uid}, not to this daemon's user")
+            if len(message) != REGISTER.size or len(fds) != 1:
+                raise ValueError("expected one registration record with one descriptor")
+            magic, size = REGISTER.unpack(message)
+            if magic != REGISTER_MAGIC:
+                raise ValueError(f"unknown registration {magic!r}; expected {REGISTER_MAGIC!r}")
+            memory = _map_sealed(fds[0], size, self.max_ring_bytes)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        token = secrets.token_hex(16)
+        connection.sendall(f"OK {token}\n".encode())
+        return Ring(token, size, memory, connection, LentSlots(size), pid)
+
+
+def _map_sealed(fd: int, size: int, limit: int) -> mmap.mmap:
+    """Map a publisher's ring read-only, if it is a memfd of ``size`` sealed against shrinking."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError("the ring descriptor is not a memory file")
+    if info.st_size != size or not 0 < size <= limit:
+        raise ValueError(
+            f"the ring has {info.st_size} bytes, announced {size}, allowed up to {limit}"
+        )
+    try:
+        seals = fcntl.fcntl(fd, fcntl.F_GET_SEALS)
+    except OSError:
+        raise ValueError("the ring must be a memfd (memfd_create with MFD_ALLOW_SEALING)") from None
+    if not seals & fcntl.F_SEAL_SHRINK:
+        raise ValueError("the ring must be sealed against shrinking (F_SEAL_SHRINK)")
+    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
