@@ -56,6 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         "--curve-server-key", help="the daemon's public certificate (NAME.key), for CURVE"
     )
     parser.add_argument("--curve-client-key", help="this camera's NAME.key_secret, for CURVE")
+    parser.add_argument(
+        "--shared-memory",
+        type=int,
+        help="bytes of a shared-memory ring (same host; needs --control): pixels skip the socket",
+    )
     arguments = parser.parse_args(argv)
     camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
     try:
@@ -67,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             control=arguments.control or None,
             curve_server_key=arguments.curve_server_key,
             curve_client_key=arguments.curve_client_key,
+            shared_memory=arguments.shared_memory,
         ) as publisher:
             entry = publish_synthetic(
                 publisher,

@@ -108,6 +108,7 @@ def test_demo_writes_a_real_acquisition(tmp_path: Path) -> None:
         "0",
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "pixels go through shared memory" in result.stderr, "the fastest path on Linux"
     tiff = tmp_path / "demo" / "synthetic.ome.tiff"
     assert f"wrote {tiff}" in result.stdout
     kind, pixels, xml = read_tiff(tiff)

@@ -162,6 +162,20 @@ def test_a_daemon_that_is_down_or_refuses_raises_before_the_first_frame(
     assert not (daemon.data_root / "exp").exists()
 
 
+def test_the_handler_streams_through_shared_memory(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder()
+    handler = _handler(daemon, output_name="shm", core=core, shared_memory=4 << 20)
+    core.mda.run(_sequence(stage_positions=POSITIONS[:1]), output=[handler, recorder])
+    (entry,) = handler.entries.values()
+    assert (entry.frames_written, entry.complete) == (24, True)
+    pixels = read_tiff(daemon.data_root / "exp" / "shm.ome.tiff")[1]
+    for (t, c, z), _ in np.ndenumerate(np.empty((3, 2, 4))):
+        np.testing.assert_array_equal(pixels[t, c, z], recorder.at(t=t, p=0, c=c, z=z))
+    assert daemon.status().counters.frames_received == 24
+
+
 def test_the_documented_example_runs_as_is(start_daemon: StartDaemon, tmp_path: Path) -> None:
     """The docs' example, with only the daemon's two endpoints pointed at the test's."""
     daemon = start_daemon(socket="pull")

@@ -298,3 +298,37 @@ def test_a_restarted_daemon_makes_the_next_send_fail_clearly(
         with pytest.raises(PublishError, match="closed the shared-memory ring"):
             run.send(pattern(8, SHAPE, "uint16"))
     assert read_metadata(daemon.data_root / "cut")["framesink"]["frames_written"] == 4
+
+
+def test_the_fake_camera_publishes_through_shared_memory(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(socket="pull")
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parents[2] / "scripts/fake_camera.py"),
+            "--endpoint",
+            daemon.ingest[0],
+            "--kind",
+            "push",
+            "--control",
+            daemon.control,
+            "--count",
+            "40",
+            "--rate",
+            "0",
+            "--shape",
+            "32",
+            "32",
+            "--acquisition",
+            "fake-shm",
+            "--shared-memory",
+            str(1 << 20),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "daemon wrote 40 frames" in result.stdout
+    assert daemon.status().counters.frames_received == 40

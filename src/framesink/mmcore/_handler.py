@@ -14,7 +14,14 @@ import numpy as np
 import useq
 
 from ..core import AcquisitionEntry
-from ..transport import ControlError, PublishedAcquisition, Publisher, PublishError
+from ..transport import (
+    ClientKeys,
+    ControlClient,
+    ControlError,
+    PublishedAcquisition,
+    Publisher,
+    PublishError,
+)
 from ._plan import (
     PositionKey,
     SequencePlan,
@@ -59,11 +66,6 @@ class FramesinkHandler:
         curve_server_key: str | Path | None = None,
         curve_client_key: str | Path | None = None,
     ) -> None:
-        if shared_memory is not None:
-            raise FramesinkHandlerError(
-                "shared_memory needs framesink's shared-memory transport, which this version "
-                "does not have yet; leave it unset (frames go over the socket)"
-            )
         self.output_path = output_path
         self.output_name = output_name
         self.finish_timeout = finish_timeout
@@ -76,9 +78,13 @@ class FramesinkHandler:
             control=control,
             curve_server_key=curve_server_key,
             curve_client_key=curve_client_key,
+            shared_memory=shared_memory,
         )
         self._publisher: Publisher | None = None
-        self._check_daemon()
+        keys = None
+        if curve_server_key is not None and curve_client_key is not None:
+            keys = ClientKeys.load(curve_server_key, curve_client_key)
+        self._check_daemon(control, keys)
         self._core = core
         self._lock = threading.Lock()
         self._plan: SequencePlan | None = None
@@ -122,13 +128,11 @@ class FramesinkHandler:
             self._publisher = None
 
     # -- internals ----------------------------------------------------------------------
-    def _check_daemon(self) -> None:
-        with self._connect() as publisher:
-            client = publisher.control_client
-        if client is None:
+    def _check_daemon(self, control: str | None, keys: ClientKeys | None) -> None:
+        if control is None:
             return
         try:
-            client.ping()
+            ControlClient(control, keys=keys).ping()
         except ControlError as exc:
             raise FramesinkHandlerError(f"framesink daemon not reachable: {exc}") from None
 
