@@ -43,6 +43,8 @@ class Result:
     frames_missing: int | None = None
     unaccounted: int | None = None
     daemon_cpu_s: float | None = None
+    ring_mb: float | None = None
+    cpu_s_per_gb: float | None = None
 
     @classmethod
     def timed(cls, case: Case, mode: str, ingest_s: float, total_s: float, **extra: Any) -> Result:

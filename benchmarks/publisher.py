@@ -54,7 +54,11 @@ def publish(job: dict[str, Any]) -> None:
     pool, stack = frame_pool((height, width)), frame_stack((height, width), chunk)
     hwm = 1000 if job["kind"] == "push" else 100_000
     with Publisher(
-        job["endpoint"], kind=job["kind"], high_water_mark=hwm, control=job["control"]
+        job["endpoint"],
+        kind=job["kind"],
+        high_water_mark=hwm,
+        control=job["control"],
+        shared_memory=job.get("shared_memory"),
     ) as publisher:
         _ready()
         acquisition = publisher.start(

@@ -26,30 +26,62 @@ def median_ratios(results: list[Result]) -> dict[tuple[str, str], float]:
 def goals(results: list[Result]) -> list[str]:
     """The performance goals, each with the figure that decides it (where this run has one)."""
     lines = []
-    large = median_ratios(results).get(("large 2048x2048 u16", "framesink tcp pull"))
+    ratios = median_ratios(results)
+    large = ratios.get(("large 2048x2048 u16", "framesink tcp pull"))
     if large is not None:
         verdict = "met" if large >= 0.9 else "NOT met"
         lines.append(f"large frames over tcp >= 0.9x the baseline: median {large:.2f}  {verdict}")
+    lines += _shared_memory_goals(results, ratios)
     daemon_runs = [r for r in results if r.peak_rss_mb is not None]
     big = [r for r in daemon_runs if r.total_mb_s * r.total_s >= 5000]
     if big:
         peak_mb = max(r.peak_rss_mb or 0.0 for r in big) * 2**20 / MB
         verdict = "met" if peak_mb <= 200 else "NOT met"
         lines.append(f"daemon peak RSS <= 200 MB over >= 5 GB: max {peak_mb:.0f} MB  {verdict}")
-    small = [r for r in daemon_runs if r.case.startswith("small") and r.mode.endswith("pull")]
-    if small:
-        rate = statistics.median(r.total_frames_s for r in small)
-        lost = sum(r.frames - (r.frames_written or 0) for r in small)
-        verdict = "met" if rate >= 10_000 and lost == 0 else "NOT met"
-        lines.append(
-            f"small frames >= 10,000/s over PULL, none lost: median {rate:,.0f}/s, "
-            f"{lost} lost  {verdict}"
-        )
+    lines += _small_frame_goals(results)
     for r in (r for r in daemon_runs if r.mode.endswith("sub")):
         exact = r.frames_missing == r.frames - (r.frames_written or 0) and r.unaccounted == 0
         lines.append(
             f"SUB overload, missing == not written: {r.frames_missing} missing, "
             f"{r.frames} - {r.frames_written} not written  {'met' if exact else 'NOT met'}"
+        )
+    return lines
+
+
+def _runs(results: list[Result], case: str, mode: str) -> list[Result]:
+    return [r for r in results if r.case.startswith(case) and r.mode == mode]
+
+
+def _shared_memory_goals(results: list[Result], ratios: dict[tuple[str, str], float]) -> list[str]:
+    lines = []
+    large = ratios.get(("large 2048x2048 u16", "framesink shm pull"))
+    runs = _runs(results, "large", "framesink shm pull")
+    if large is not None and runs:
+        cpu = statistics.median(r.cpu_s_per_gb or 0.0 for r in runs)
+        verdict = "met" if large >= 1.0 and cpu <= 0.1 else "NOT met"
+        lines.append(
+            f"large frames over shared memory >= 1.0x the baseline, daemon CPU <= 0.1 s/GB: "
+            f"median {large:.2f}x, {cpu:.3f} s/GB  {verdict}"
+        )
+    return lines
+
+
+def _small_frame_goals(results: list[Result]) -> list[str]:
+    lines = []
+    for mode, target in (("framesink shm pull", 20_000), ("framesink tcp pull", 12_000)):
+        runs = _runs(results, "small", mode)
+        if not runs:
+            continue
+        rate = statistics.median(r.total_frames_s for r in runs)
+        lost = sum(r.frames - (r.frames_written or 0) for r in runs)
+        ceiling = _runs(results, "small", "minimal tcp pipeline")
+        floor = float(target)
+        if mode.endswith("tcp pull") and ceiling:
+            floor = min(floor, 0.95 * statistics.median(r.total_frames_s for r in ceiling))
+        verdict = "met" if rate >= floor and lost == 0 else "NOT met"
+        lines.append(
+            f"small frames one per send, {mode.split()[1]}: >= {floor:,.0f}/s (target "
+            f"{target:,}), none lost: median {rate:,.0f}/s, {lost} lost  {verdict}"
         )
     return lines
 
@@ -64,7 +96,9 @@ def table(results: list[Result]) -> str:
         "frames/s",
         "ratio",
         "peak RSS MiB",
+        "ring MiB",
         "daemon CPU s",
+        "CPU s/GB",
         "written",
         "missing",
         "unaccounted",
@@ -74,7 +108,9 @@ def table(results: list[Result]) -> str:
         optional = [
             r.ratio,
             r.peak_rss_mb,
+            r.ring_mb,
             r.daemon_cpu_s,
+            r.cpu_s_per_gb,
             r.frames_written,
             r.frames_missing,
             r.unaccounted,

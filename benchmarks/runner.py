@@ -55,6 +55,7 @@ class Options:
     memory: Memory
     quiet: bool
     daemon_args: tuple[str, ...]
+    ring_bytes: int = 256 << 20
 
 
 def baseline(options: Options, case: Case, mode: str) -> Result:
@@ -74,22 +75,35 @@ def baseline(options: Options, case: Case, mode: str) -> Result:
 
 
 class RssSampler(threading.Thread):
-    """Samples a process's resident memory and CPU time every 20 ms; keeps the peak."""
+    """Samples a process's memory and CPU time every 20 ms; keeps the peaks.
+
+    ``peak`` is the daemon's own memory (anonymous and file pages); the publisher's
+    shared-memory ring, mapped by the daemon too, is ``peak_shared`` and not in it.
+    """
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
+        self.status = Path(f"/proc/{pid}/status")
         self.peak = 0
+        self.peak_shared = 0
         self.cpu_s = 0.0
         self.stopping = threading.Event()
 
     def run(self) -> None:
         while not self.stopping.wait(0.02):
             try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
+                fields = dict(line.split(":", 1) for line in self.status.read_text().splitlines())
+                kib = {
+                    key: int(value.split()[0])
+                    for key, value in fields.items()
+                    if key.startswith("Rss")
+                }
+                self.peak = max(self.peak, (kib["RssAnon"] + kib["RssFile"]) * 1024)
+                self.peak_shared = max(self.peak_shared, kib["RssShmem"] * 1024)
                 times = self.process.cpu_times()
                 self.cpu_s = times.user + times.system
-            except psutil.Error:
+            except (psutil.Error, OSError, KeyError):
                 return
 
 
@@ -103,6 +117,7 @@ class DaemonRun:
     total_s: float
     peak_rss: int
     cpu_s: float
+    peak_shared: int = 0
 
     def result(self, case: Case, mode: str) -> Result:
         return Result.timed(
@@ -111,7 +126,9 @@ class DaemonRun:
             self.ingest_s,
             self.total_s,
             peak_rss_mb=round(self.peak_rss / 2**20, 1),
+            ring_mb=round(self.peak_shared / 2**20, 1),
             daemon_cpu_s=round(self.cpu_s, 2),
+            cpu_s_per_gb=round(self.cpu_s / (case.total_bytes / 1e9), 3),
             frames_written=self.record.frames_written,
             frames_missing=self.record.frames_missing,
             unaccounted=self.pages - self.record.frames_written - self.record.frames_missing,
@@ -130,6 +147,7 @@ def run_daemon(
     with tempfile.TemporaryDirectory(prefix="framesink-bench-") as sockets:
         control = f"ipc://{sockets}/control"
         bind = "tcp://127.0.0.1:*" if transport == "tcp" else f"ipc://{sockets}/ingest"
+        ring = options.ring_bytes if transport == "shm" else None
         command = serve_command(
             root, bind=[bind], control=control, socket=socket_kind, extra=daemon_args
         )
@@ -144,6 +162,7 @@ def run_daemon(
                 "shape": case.shape,
                 "count": case.count,
                 "chunk": case.chunk,
+                "shared_memory": ring,
             }
             sampler = RssSampler(daemon.pid)
             sampler.start()
@@ -161,7 +180,7 @@ def run_daemon(
     record = read_record(root / "bench")
     pages = count_pages(root / "bench" / record.files.tiff)
     shutil.rmtree(root)
-    return DaemonRun(record, pages, ingest, total, sampler.peak, sampler.cpu_s)
+    return DaemonRun(record, pages, ingest, total, sampler.peak, sampler.cpu_s, sampler.peak_shared)
 
 
 def follow(client: ControlClient, case: Case, start: float, quiet: bool) -> tuple[float, float]:
@@ -309,14 +328,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--small-count", type=int, default=40000, help="256x256 uint16 frames (40000 = 5.2 GB)"
     )
-    parser.add_argument("--small-chunk", type=int, default=32, help="small frames per message")
+    parser.add_argument("--small-chunk", type=int, default=1, help="small frames per message")
     parser.add_argument(
         "--overload-count", type=int, default=400, help="frames in the SUB overload run (0: skip)"
     )
     parser.add_argument(
         "--transports",
-        default="tcp,ipc,inproc,minimal",
-        help="comma-separated: tcp, ipc, inproc, minimal (see above)",
+        default="tcp,ipc,shm,inproc,minimal",
+        help="comma-separated: tcp, ipc, shm, inproc, minimal (see above)",
     )
     parser.add_argument(
         "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"
@@ -339,6 +358,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of every case (medians are printed)"
     )
+    parser.add_argument(
+        "--ring-bytes", type=int, default=256 << 20, help="the shm publisher's ring (bytes)"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     return parser
 
@@ -358,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             str(arguments.fsync_interval),
             "--direct-io" if arguments.direct_io else "--no-direct-io",
         ),
+        ring_bytes=arguments.ring_bytes,
     )
     results: list[Result] = []
     try:

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 
 from framesink import MetaData, OutputParameters, StreamWriter, save_config_frames
-from framesink.core import dimension_order
+from framesink.core import FrameChunk, dimension_order
 
 from ..helpers import pattern, read_metadata, read_tiff, validate_ome
 
@@ -316,3 +316,30 @@ def test_planes_carry_the_right_t_c_z_for_every_frame(tmp_path: Path) -> None:
         z, t, c = np.unravel_index(index, (2, 2, 3))
         assert (plane.the_z, plane.the_t, plane.the_c) == (z, t, c)
         assert plane.exposure_time == pytest.approx(0.001 * index)
+
+
+def test_aligned_buffers_go_to_the_file_without_a_staging_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames in page-aligned memory (a shared ring) are written with one gathered write."""
+    import mmap
+
+    from framesink.tiff import _pixels
+
+    gathered: list[int] = []
+    real = _pixels._write_vectors
+
+    def spy(fd: int, offset: int, buffers: Any) -> None:
+        gathered.append(len(buffers))
+        real(fd, offset, buffers)
+
+    monkeypatch.setattr(_pixels, "_write_vectors", spy)
+    memory = mmap.mmap(-1, 8 * 4096)
+    ring = np.frombuffer(memory, np.uint16).reshape(8, 64, 32)
+    ring[:] = pattern(8, (64, 32), "uint16")
+    writer = StreamWriter(tmp_path, "ring", {"axes": "TYX"}, dtype="uint16", frame_shape=(64, 32))
+    writer.write_batch([FrameChunk(ring[i : i + 1]) for i in (0, 2, 4, 6)])
+    writer.finalize()
+    assert writer.direct_io, "ext4 and xfs take O_DIRECT; this test needs such a disk"
+    assert gathered == [4]
+    np.testing.assert_array_equal(read_tiff(tmp_path / "ring.ome.tiff")[1], ring[::2])

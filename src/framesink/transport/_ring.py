@@ -30,6 +30,7 @@ REGISTER = struct.Struct("<8sQ")
 RELEASE = struct.Struct("<QQ")
 REPLY_MAX = 4096
 HANDSHAKE_TIMEOUT_S = 5.0
+PAGE = mmap.PAGESIZE
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
@@ -55,6 +56,7 @@ class SharedRing:
             os.close(self._fd)
             raise
         self.memory = np.frombuffer(self._map, np.uint8)
+        self.memory[::PAGE] = 0  # the publisher owns the pages: allocate them here, once
         self._allocator = RingAllocator(size)
         self._connection: socket.socket | None = None
         self._pending = b""

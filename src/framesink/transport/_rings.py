@@ -236,4 +236,6 @@ def _map_sealed(fd: int, size: int, limit: int) -> mmap.mmap:
         raise ValueError("the ring must be a memfd (memfd_create with MFD_ALLOW_SEALING)") from None
     if not seals & fcntl.F_SEAL_SHRINK:
         raise ValueError("the ring must be sealed against shrinking (F_SEAL_SHRINK)")
-    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    # Populated at once: no page fault per slot while frames stream.
+    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(fd, size, flags, mmap.PROT_READ)
