@@ -88,7 +88,13 @@ class RssSampler(threading.Thread):
         self.peak = 0
         self.peak_shared = 0
         self.cpu_s = 0.0
+        self.cpu_at_start = 0.0
         self.stopping = threading.Event()
+
+    def begin(self) -> None:
+        """The timed run starts: CPU time from here on is the run's (not start-up's)."""
+        times = self.process.cpu_times()
+        self.cpu_at_start = times.user + times.system
 
     def run(self) -> None:
         while not self.stopping.wait(0.02):
@@ -102,7 +108,7 @@ class RssSampler(threading.Thread):
                 self.peak = max(self.peak, (kib["RssAnon"] + kib["RssFile"]) * 1024)
                 self.peak_shared = max(self.peak_shared, kib["RssShmem"] * 1024)
                 times = self.process.cpu_times()
-                self.cpu_s = times.user + times.system
+                self.cpu_s = times.user + times.system - self.cpu_at_start
             except (psutil.Error, OSError, KeyError):
                 return
 
@@ -168,6 +174,7 @@ def run_daemon(
             sampler.start()
             with publisher.start(job) as child:
                 options.memory.prefault(case)
+                sampler.begin()
                 start = time.perf_counter()
                 publisher.go(child)
                 ingest, total = follow(client, case, start, options.quiet)

@@ -284,6 +284,21 @@ def framesink_command(*args: str) -> list[str]:
     return [found, *args]
 
 
+def run_fake_camera(
+    daemon: DaemonProcess, *args: str, kind: str = "push", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run scripts/fake_camera.py against ``daemon`` (its ingest and control endpoints)."""
+    script = Path(__file__).parents[1] / "scripts" / "fake_camera.py"
+    endpoints = ["--endpoint", daemon.ingest[0], "--kind", kind, "--control", daemon.control]
+    return subprocess.run(
+        [sys.executable, str(script), *endpoints, "--rate", "0", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_framesink(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:

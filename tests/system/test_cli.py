@@ -15,7 +15,14 @@ import pytest
 
 from framesink.daemon import load_settings
 
-from ..helpers import DaemonProcess, read_metadata, read_tiff, run_framesink, validate_ome
+from ..helpers import (
+    DaemonProcess,
+    read_metadata,
+    read_tiff,
+    run_fake_camera,
+    run_framesink,
+    validate_ome,
+)
 
 REPO = Path(__file__).parents[2]
 
@@ -128,34 +135,12 @@ def test_fake_camera_script_publishes_to_a_daemon(
     start_daemon: Callable[..., DaemonProcess],
 ) -> None:
     daemon = start_daemon()
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "scripts/fake_camera.py"),
-            "--endpoint",
-            daemon.ingest[0],
-            "--count",
-            "12",
-            "--rate",
-            "0",
-            "--shape",
-            "32",
-            "32",
-            "3",
-            "--dtype",
-            "uint8",
-            "--acquisition",
-            "cam",
-            "--control",
-            daemon.control,
-            "--chunk",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_fake_camera(
+        daemon,
+        "--count", "12", "--shape", "32", "32", "3", "--dtype", "uint8",
+        "--acquisition", "cam", "--chunk", "5",
+        kind="pub",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "12/12" in result.stderr
     assert "daemon wrote 12 frames" in result.stdout

@@ -6,7 +6,6 @@ import shutil
 import signal
 import stat
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..helpers import (
     framesink_command,
     pattern,
     read_tiff,
+    run_fake_camera,
     run_framesink,
     start_tyx,
 )
@@ -266,34 +266,11 @@ def test_the_fake_camera_and_the_demo_take_keys(
     start_daemon: StartDaemon, keys: Keys, tmp_path: Path
 ) -> None:
     daemon = _secured(start_daemon, keys)
-    camera = [
-        sys.executable,
-        str(Path(__file__).parents[2] / "scripts/fake_camera.py"),
-        "--endpoint",
-        daemon.ingest[0],
-        "--kind",
-        "push",
-        "--control",
-        daemon.control,
-        "--count",
-        "5",
-        "--rate",
-        "0",
-        "--shape",
-        "16",
-        "16",
-        "--acquisition",
-        "keyed",
-        "--curve-server-key",
-        str(keys.server_public),
-    ]
-    keyed = subprocess.run(
-        [*camera, "--curve-client-key", str(keys.camera)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    keyed = run_fake_camera(
+        daemon,
+        "--count", "5", "--shape", "16", "16", "--acquisition", "keyed",
+        "--curve-server-key", str(keys.server_public), "--curve-client-key", str(keys.camera),
+    )  # fmt: skip
     assert keyed.returncode == 0, keyed.stderr
     assert "daemon wrote 5 frames" in keyed.stdout
 

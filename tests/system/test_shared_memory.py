@@ -25,7 +25,15 @@ from framesink.core import FrameChunk
 from framesink.transport import SharedRing
 
 from ..conftest import InProcessDaemon
-from ..helpers import DaemonProcess, DelegatingSink, pattern, read_metadata, read_tiff, start_tyx
+from ..helpers import (
+    DaemonProcess,
+    DelegatingSink,
+    pattern,
+    read_metadata,
+    read_tiff,
+    run_fake_camera,
+    start_tyx,
+)
 
 StartDaemon = Callable[..., DaemonProcess]
 RING = 8 << 20
@@ -302,33 +310,11 @@ def test_a_restarted_daemon_makes_the_next_send_fail_clearly(
 
 def test_the_fake_camera_publishes_through_shared_memory(start_daemon: StartDaemon) -> None:
     daemon = start_daemon(socket="pull")
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(Path(__file__).parents[2] / "scripts/fake_camera.py"),
-            "--endpoint",
-            daemon.ingest[0],
-            "--kind",
-            "push",
-            "--control",
-            daemon.control,
-            "--count",
-            "40",
-            "--rate",
-            "0",
-            "--shape",
-            "32",
-            "32",
-            "--acquisition",
-            "fake-shm",
-            "--shared-memory",
-            str(1 << 20),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_fake_camera(
+        daemon,
+        "--count", "40", "--shape", "32", "32", "--acquisition", "fake-shm",
+        "--shared-memory", str(1 << 20),
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "daemon wrote 40 frames" in result.stdout
     assert daemon.status().counters.frames_received == 40
