@@ -318,3 +318,15 @@ def test_the_fake_camera_publishes_through_shared_memory(start_daemon: StartDaem
     assert result.returncode == 0, result.stderr
     assert "daemon wrote 40 frames" in result.stdout
     assert daemon.status().counters.frames_received == 40
+
+
+def test_a_refused_start_raises_at_start_with_the_reason(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon(socket="pull")
+    with (
+        Publisher(daemon.ingest, kind="push", control=daemon.control, shared_memory=RING) as pub,
+        pytest.raises(PublishError, match="refused acquisition 'refused': bad_output"),
+    ):
+        pub.start(
+            "refused", {"axes": "TYX"}, output_path="x", output_name=".framesink-mine",
+            dtype="uint16", frame_shape=SHAPE,
+        )  # fmt: skip

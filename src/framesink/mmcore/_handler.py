@@ -157,7 +157,9 @@ class FramesinkHandler:
             state = self._core_state(image)
             run = uuid.uuid4().hex[:8]
             publisher = self._publisher = self._connect()
+            client = publisher.control_client
             try:
+                before = None if client is None else client.status()
                 for position in plan.positions:
                     p, g = position.key
                     self._open[position.key] = publisher.start(
@@ -169,34 +171,14 @@ class FramesinkHandler:
                         frame_shape=tuple(image["plane_shape"]),
                         shape=list(plan.shape),
                     )
-                self._confirm_started(publisher)
-            except (PublishError, FramesinkHandlerError) as exc:
+                if client is not None and before is not None:
+                    names = [acquisition.acquisition for acquisition in self._open.values()]
+                    client.confirm_started(names, before, START_CONFIRM_S)
+            except (PublishError, ControlError) as exc:
                 self._abort_all(f"the run could not start: {exc}")
                 self._close_publisher()
                 raise FramesinkHandlerError(str(exc)) from None
             self._plan = plan
-
-    def _confirm_started(self, publisher: Publisher) -> None:
-        """Wait until the daemon shows every acquisition open; raise if it refused one."""
-        client = publisher.control_client
-        if client is None:
-            return
-        names = {acquisition.acquisition for acquisition in self._open.values()}
-        try:
-            status = client.wait_for_status(
-                lambda s: (
-                    all(s.entry(name) is not None for name in names)
-                    or any(e.acquisition in names for e in s.recent_errors)
-                ),
-                START_CONFIRM_S,
-            )
-        except ControlError as exc:
-            raise FramesinkHandlerError(f"the daemon did not confirm the starts: {exc}") from None
-        refused = [e for e in status.recent_errors if e.acquisition in names]
-        if refused:
-            raise FramesinkHandlerError(
-                f"framesink refused the acquisition: {refused[0].reason}: {refused[0].detail}"
-            )
 
     def _core_state(self, image: Mapping[str, Any]) -> dict[str, Any]:
         state: dict[str, Any] = {

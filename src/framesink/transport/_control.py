@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 import msgpack
@@ -13,7 +13,7 @@ import zmq
 from pydantic import ValidationError
 from zmq.utils.monitor import recv_monitor_message
 
-from ..core import AcquisitionEntry, AcquisitionState, DaemonStatus, __version__
+from ..core import AcquisitionEntry, AcquisitionState, DaemonStatus, Rejection, __version__
 from ._curve import HANDSHAKE_FAILURES, Certificate, ClientKeys, RefusalHandler, secure_server
 
 log = logging.getLogger(__name__)
@@ -181,6 +181,27 @@ class ControlClient:
             if predicate(status):
                 return status
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+
+    def confirm_started(self, names: Collection[str], before: DaemonStatus, timeout: float) -> None:
+        """Wait until the daemon shows every acquisition in ``names`` (started after the
+        status ``before``); ControlError naming the reason if it refused one."""
+
+        def refused(status: DaemonStatus) -> list[Rejection]:
+            return [
+                error
+                for error in status.recent_errors
+                if error.acquisition in names and error not in before.recent_errors
+            ]
+
+        status = self.wait_for_status(
+            lambda s: all(s.entry(name) is not None for name in names) or bool(refused(s)),
+            timeout,
+        )
+        for error in refused(status)[:1]:
+            raise ControlError(
+                f"framesink refused acquisition {error.acquisition!r}: "
+                f"{error.reason}: {error.detail}"
+            )
 
     def wait_for_acquisition(self, acquisition: str, timeout: float) -> AcquisitionEntry:
         """Wait until the daemon reports ``acquisition`` finished or failed; return its entry.

@@ -23,6 +23,7 @@ import zmq
 
 from ..core import (
     AcquisitionEntry,
+    DaemonStatus,
     MetaData,
     end_header,
     frames_header,
@@ -132,6 +133,12 @@ class Publisher:
         """
         self.wait_for_subscribers(1, subscriber_timeout)
         ring = self._ring_token()
+        before = None
+        if ring is not None and self.control_client is not None:
+            try:
+                before = self.control_client.status()
+            except ControlError as exc:
+                raise PublishError(str(exc)) from None
         dump = (
             metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
         )
@@ -147,7 +154,17 @@ class Publisher:
             ring=ring,
         )
         self.send([self.topic, pack_header(header)])
+        if before is not None:
+            self._confirm(acquisition, before)
         return PublishedAcquisition(self, acquisition, np.dtype(dtype), tuple(frame_shape))
+
+    def _confirm(self, acquisition: str, before: DaemonStatus) -> None:
+        """Shared memory: a refused start raises here, not as a full ring later."""
+        assert self.control_client is not None
+        try:
+            self.control_client.confirm_started([acquisition], before, self.send_timeout)
+        except ControlError as exc:
+            raise PublishError(str(exc)) from None
 
     def _ring_token(self) -> str | None:
         """The ring's token, registering it with the daemon the first time."""
