@@ -239,25 +239,13 @@ def test_a_misconfigured_key_setup_stops_the_daemon_at_start(
 
 
 def test_framesink_keys_writes_a_private_secret(tmp_path: Path) -> None:
-    result = subprocess.run(
-        framesink_command("keys", "cam", "--dir", str(tmp_path / "k")),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_framesink("keys", "cam", "--dir", str(tmp_path / "k"), timeout=30)
     assert result.returncode == 0, result.stderr
     secret, public = tmp_path / "k" / "cam.key_secret", tmp_path / "k" / "cam.key"
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert zmq.auth.load_certificate(secret)[1] is not None
     assert zmq.auth.load_certificate(public)[0] == zmq.auth.load_certificate(secret)[0]
-    again = subprocess.run(
-        framesink_command("keys", "cam", "--dir", str(tmp_path / "k")),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    again = run_framesink("keys", "cam", "--dir", str(tmp_path / "k"), timeout=30)
     assert again.returncode == 1
     assert "not overwriting" in again.stderr
 
