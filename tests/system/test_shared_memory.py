@@ -330,3 +330,28 @@ def test_a_refused_start_raises_at_start_with_the_reason(start_daemon: StartDaem
             "refused", {"axes": "TYX"}, output_path="x", output_name=".framesink-mine",
             dtype="uint16", frame_shape=SHAPE,
         )  # fmt: skip
+
+
+def test_a_publisher_that_talks_after_registration_loses_its_ring(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon(socket="pull")
+    path = daemon.status().shared_memory
+    assert path is not None
+    ring = SharedRing(RING)
+    try:
+        token = ring.register(path)
+        assert ring._connection is not None
+        ring._connection.send(b"chatter")
+        daemon.wait_for(lambda _: "sent bytes after registration" in daemon.log())
+        with Publisher(daemon.ingest, kind="push", control=daemon.control) as pub:
+            header = {
+                "v": 1, "type": "start", "acquisition": "gone", "seq": 0,
+                "metadata": {"axes": "TYX"}, "output": {"output_path": "g", "output_name": "g"},
+                "dtype": "uint16", "frame_shape": list(SHAPE), "shared_memory": {"ring": token},
+            }  # fmt: skip
+            pub.send([b"", msgpack.packb(header)])
+        status = daemon.wait_for(lambda s: "bad_shm" in s.counters.rejected_by_reason)
+        assert status.entry("gone") is None
+    finally:
+        ring.close()

@@ -163,7 +163,8 @@ class RingServer:
         log.info("shared-memory ring of %d bytes from pid %d", ring.size, ring.owner_pid)
 
     def closed(self, fd: int) -> None:
-        """The publisher's connection ``fd`` is readable: it went away (or misbehaves)."""
+        """The publisher's connection ``fd`` is readable: it went away, or broke the
+        protocol by sending after registration; either ends its ring."""
         ring = self._by_connection.get(fd)
         if ring is None or ring.connection is None:
             return
@@ -174,7 +175,10 @@ class RingServer:
         except OSError:
             data = b""
         if data:
-            return
+            self._on_event(
+                f"a shared-memory publisher (pid {ring.owner_pid}) sent bytes after "
+                "registration; its ring is ended"
+            )
         del self._by_connection[fd]
         ring.disconnect()
         del self.rings[ring.token]
