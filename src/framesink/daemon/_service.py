@@ -24,7 +24,7 @@ import zmq
 
 from ..core import DaemonStatus, FinishReason, RunState, SinkFactory, __version__
 from ..tiff import TiffSink
-from ..transport import ControlServer, IngestSource, RingServer, sd_notify
+from ..transport import HANDSHAKE_REFUSED, ControlServer, IngestSource, RingServer, sd_notify
 from ._counters import Counters
 from ._dispatch import Dispatcher
 from ._metrics import MetricsServer
@@ -274,7 +274,7 @@ class Daemon:
         events = self._source.peer_events()
         for endpoint in events.handshake_failures:
             if self._security.enabled:
-                self._auth_refused(endpoint, "no valid CURVE handshake (plain socket or wrong key)")
+                self._auth_refused(endpoint, HANDSHAKE_REFUSED)
             else:
                 log.info("a peer on %s failed the ZeroMQ handshake (does it use CURVE?)", endpoint)
         for endpoint in events.disconnects:

@@ -127,11 +127,6 @@ class Settings(BaseSettings):
             )
         return self
 
-    @property
-    def curve(self) -> bool:
-        """Whether ingest and control require CURVE authentication."""
-        return self.curve_server_key is not None
-
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:

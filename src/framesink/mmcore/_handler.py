@@ -81,10 +81,7 @@ class FramesinkHandler:
             shared_memory=shared_memory,
         )
         self._publisher: Publisher | None = None
-        keys = None
-        if curve_server_key is not None and curve_client_key is not None:
-            keys = ClientKeys.load(curve_server_key, curve_client_key)
-        self._check_daemon(control, keys)
+        self._check_daemon(control, ClientKeys.optional(curve_server_key, curve_client_key))
         self._core = core
         self._lock = threading.Lock()
         self._plan: SequencePlan | None = None

@@ -4,6 +4,7 @@ the publisher client, and systemd notification. IO adapters over :mod:`framesink
 
 from ._control import ControlClient, ControlError, ControlServer, parse_status
 from ._curve import (
+    HANDSHAKE_REFUSED,
     Certificate,
     ClientGate,
     ClientKeys,
@@ -20,6 +21,7 @@ from ._ring import RingError, SharedRing
 from ._rings import Ring, RingLease, RingServer
 
 __all__ = [
+    "HANDSHAKE_REFUSED",
     "Certificate",
     "ClientGate",
     "ClientKeys",

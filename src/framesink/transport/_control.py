@@ -14,7 +14,14 @@ from pydantic import ValidationError
 from zmq.utils.monitor import recv_monitor_message
 
 from ..core import AcquisitionEntry, AcquisitionState, DaemonStatus, Rejection, __version__
-from ._curve import HANDSHAKE_FAILURES, Certificate, ClientKeys, RefusalHandler, secure_server
+from ._curve import (
+    HANDSHAKE_FAILURES,
+    HANDSHAKE_REFUSED,
+    Certificate,
+    ClientKeys,
+    RefusalHandler,
+    secure_server,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +109,7 @@ class ControlServer:
     def _handshake_failed(self, event: dict[str, Any]) -> None:
         if self._on_refused is not None:
             endpoint = event["endpoint"].decode(errors="replace")
-            self._on_refused(endpoint, "no valid CURVE handshake (plain socket or wrong key)")
+            self._on_refused(endpoint, HANDSHAKE_REFUSED)
 
     def _reply(self, parts: list[bytes]) -> None:
         """Answer one routed request: [peer identity..., b"", request]."""

@@ -24,6 +24,8 @@ from zmq.auth.thread import ThreadAuthenticator
 log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "framesink"
+HANDSHAKE_REFUSED = "no valid CURVE handshake (plain socket or wrong key)"
+"""What a refused handshake that never reached the key check is reported as."""
 RefusalHandler = Callable[[str, str], None]
 """Called with (peer address, what was refused) for every refused handshake."""
 
@@ -121,6 +123,17 @@ class ClientKeys:
             load_certificate(server_key, secret=False).public,
             load_certificate(client_key, secret=True),
         )
+
+    @classmethod
+    def optional(
+        cls, server_key: str | Path | None, client_key: str | Path | None
+    ) -> ClientKeys | None:
+        """Both keys loaded, or None when neither is given (one alone: ValueError)."""
+        if (server_key is None) != (client_key is None):
+            raise ValueError("CURVE needs both curve_server_key and curve_client_key")
+        if server_key is None or client_key is None:
+            return None
+        return cls.load(server_key, client_key)
 
     def apply(self, socket: zmq.Socket[Any]) -> None:
         """Make ``socket`` a CURVE client (before it connects)."""

@@ -39,14 +39,6 @@ class PublishError(RuntimeError):
     """A message could not be handed to ZeroMQ in time."""
 
 
-def _client_keys(server_key: str | Path | None, client_key: str | Path | None) -> ClientKeys | None:
-    if (server_key is None) != (client_key is None):
-        raise ValueError("CURVE needs both curve_server_key and curve_client_key")
-    if server_key is None or client_key is None:
-        return None
-    return ClientKeys.load(server_key, client_key)
-
-
 class Publisher:
     """One ingest socket (PUB or PUSH) that acquisitions are published on."""
 
@@ -77,8 +69,8 @@ class Publisher:
         self.kind = kind
         self.control = control
         self.send_timeout = send_timeout
+        keys = ClientKeys.optional(curve_server_key, curve_client_key)
         self.ring = None if shared_memory is None else SharedRing(int(shared_memory))
-        keys = _client_keys(curve_server_key, curve_client_key)
         self.control_client = (
             None if control is None else ControlClient(control, context=context, keys=keys)
         )
