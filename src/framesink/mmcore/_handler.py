@@ -154,9 +154,7 @@ class FramesinkHandler:
             state = self._core_state(image)
             run = uuid.uuid4().hex[:8]
             publisher = self._publisher = self._connect()
-            client = publisher.control_client
             try:
-                before = None if client is None else client.status()
                 for position in plan.positions:
                     p, g = position.key
                     self._open[position.key] = publisher.start(
@@ -167,11 +165,10 @@ class FramesinkHandler:
                         dtype=str(image["dtype"]),
                         frame_shape=tuple(image["plane_shape"]),
                         shape=list(plan.shape),
+                        confirm=publisher.control_client is not None,
+                        confirm_timeout=START_CONFIRM_S,
                     )
-                if client is not None and before is not None:
-                    names = [acquisition.acquisition for acquisition in self._open.values()]
-                    client.confirm_started(names, before, START_CONFIRM_S)
-            except (PublishError, ControlError) as exc:
+            except PublishError as exc:
                 self._abort_all(f"the run could not start: {exc}")
                 self._close_publisher()
                 raise FramesinkHandlerError(str(exc)) from None

@@ -117,20 +117,21 @@ class Publisher:
         shape: Sequence[int | None] | None = None,
         subscriber_timeout: float = 10.0,
         idle_timeout: float | None = None,
+        confirm: bool | None = None,
+        confirm_timeout: float | None = None,
     ) -> PublishedAcquisition:
         """Send the start message and return a handle to send frames and stop.
 
         ``idle_timeout`` (seconds) replaces the daemon's for this acquisition, for
         time-lapses slower than it (the daemon caps it at its ``max_idle_timeout``).
+        With ``confirm`` (default: when frames go through shared memory, where a refused
+        start would otherwise only show as a ring nobody empties), wait on the control
+        endpoint until the daemon shows the acquisition; PublishError with its reason
+        if it refused it (within ``confirm_timeout``, default the send timeout).
         """
         self.wait_for_subscribers(1, subscriber_timeout)
         ring = self._ring_token()
-        before = None
-        if ring is not None and self.control_client is not None:
-            try:
-                before = self.control_client.status()
-            except ControlError as exc:
-                raise PublishError(str(exc)) from None
+        before = self._status() if (ring is not None if confirm is None else confirm) else None
         dump = (
             metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
         )
@@ -147,14 +148,21 @@ class Publisher:
         )
         self.send([self.topic, pack_header(header)])
         if before is not None:
-            self._confirm(acquisition, before)
+            self._confirm(acquisition, before, confirm_timeout or self.send_timeout)
         return PublishedAcquisition(self, acquisition, np.dtype(dtype), tuple(frame_shape))
 
-    def _confirm(self, acquisition: str, before: DaemonStatus) -> None:
-        """Shared memory: a refused start raises here, not as a full ring later."""
+    def _status(self) -> DaemonStatus:
+        if self.control_client is None:
+            raise ValueError("confirming a start needs the daemon's control endpoint")
+        try:
+            return self.control_client.status()
+        except ControlError as exc:
+            raise PublishError(str(exc)) from None
+
+    def _confirm(self, acquisition: str, before: DaemonStatus, timeout: float) -> None:
         assert self.control_client is not None
         try:
-            self.control_client.confirm_started([acquisition], before, self.send_timeout)
+            self.control_client.confirm_started([acquisition], before, timeout)
         except ControlError as exc:
             raise PublishError(str(exc)) from None
 
@@ -164,11 +172,7 @@ class Publisher:
             return None
         if self.ring.token is not None:
             return self.ring.token
-        assert self.control_client is not None
-        try:
-            path = self.control_client.status().shared_memory
-        except ControlError as exc:
-            raise PublishError(f"cannot ask the daemon for shared memory: {exc}") from None
+        path = self._status().shared_memory
         if path is None:
             raise PublishError(
                 "the daemon does not accept shared memory (its setting shared_memory is "
