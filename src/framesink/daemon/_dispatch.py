@@ -85,6 +85,13 @@ class Dispatcher:
         with self._lock:
             yield
 
+    def close_intake(self, within: float) -> float:
+        """From now on no message waits for queue space beyond ``within`` seconds (the
+        first call decides); return that deadline."""
+        if self.intake_deadline is None:
+            self.intake_deadline = time.monotonic() + within
+        return self.intake_deadline
+
     # -- messages ----------------------------------------------------------------------
     def handle(self, parts: list[memoryview], sender: str | None = None) -> None:
         """Decode, route and dispatch one message; reject it with a reason if it is bad.
@@ -200,7 +207,11 @@ class Dispatcher:
 
     def _open(self, action: Open) -> None:
         start = action.start
-        ring = self._ring_of(action)
+        try:
+            ring = self._ring_of(action)
+        except WireError as exc:
+            self._refuse_start(action, exc)
+            return
         try:
             self._refuse_when_disk_low()
             spec = SinkSpec(
@@ -217,9 +228,7 @@ class Dispatcher:
             sink = self._sink_factory(spec)
             sink.prepare()
         except (OSError, ValueError) as exc:
-            self.router.fail(action.acquisition)
-            self.counters.add(Counter.ACQUISITIONS_REJECTED)
-            self.counters.reject(WireError("bad_output", str(exc), action.acquisition))
+            self._refuse_start(action, WireError("bad_output", str(exc), action.acquisition))
             return
         except Exception:
             self.router.fail(action.acquisition)
@@ -235,14 +244,12 @@ class Dispatcher:
         log.info("acquisition %s started -> %s", action.acquisition, sink.progress().path)
 
     def _ring_of(self, action: Open) -> Ring | None:
-        """The ring a start names (None without one); a start naming no known ring fails."""
+        """The ring a start names (None without one); WireError when no such ring is known."""
         attached = action.start.shared_memory
         if attached is None:
             return None
         ring = None if self.rings is None else self.rings.ring(attached.ring)
         if ring is None:
-            self.router.fail(action.acquisition)
-            self.counters.add(Counter.ACQUISITIONS_REJECTED)
             why = (
                 "this daemon does not accept shared memory"
                 if self.rings is None
@@ -253,6 +260,11 @@ class Dispatcher:
             )
             raise WireError("bad_shm", why, action.acquisition)
         return ring
+
+    def _refuse_start(self, action: Open, error: WireError) -> None:
+        self.router.fail(action.acquisition)
+        self.counters.add(Counter.ACQUISITIONS_REJECTED)
+        self.counters.reject(error)
 
     def _refuse_when_disk_low(self) -> None:
         if self.free_bytes is not None and self.free_bytes < int(self.settings.min_free_bytes):

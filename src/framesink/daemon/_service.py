@@ -95,8 +95,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         """Ask the loop to stop (thread- and signal-safe); intake ends DRAIN_S from now."""
-        if self.dispatcher.intake_deadline is None:
-            self.dispatcher.intake_deadline = time.monotonic() + DRAIN_S
+        self.dispatcher.close_intake(DRAIN_S)
         self._stop_requested.set()
         with contextlib.suppress(BlockingIOError):
             os.write(self._wakeup_write, b"\0")
@@ -187,9 +186,7 @@ class Daemon:
         The bound holds under backpressure as well: a message that still finds no queue
         space at the deadline has its frames recorded missing.
         """
-        if self.dispatcher.intake_deadline is None:
-            self.dispatcher.intake_deadline = time.monotonic() + DRAIN_S
-        deadline = self.dispatcher.intake_deadline
+        deadline = self.dispatcher.close_intake(DRAIN_S)
         while time.monotonic() < deadline and self._receive_batch(deadline):
             continue
 
