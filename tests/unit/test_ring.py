@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from framesink.core import SLOT_ALIGNMENT, LentSlots, RingAllocator, slot_size
+from framesink.core import SLOT_ALIGNMENT, LentSlots, RingAllocator, WireError, slot_size
 
 
 def test_slots_wrap_around_and_come_back_out_of_order() -> None:
@@ -42,8 +42,7 @@ def test_random_traffic_never_lends_overlapping_slots() -> None:
         if placed is None:
             continue
         offset = placed
-        assert daemon.check(offset, length) is None
-        daemon.take(offset, length)
+        daemon.take(offset, length)  # raises if the allocator lent an overlapping slot
         lent[offset] = length
         assert offset + slot_size(length) <= size
 
@@ -51,10 +50,16 @@ def test_random_traffic_never_lends_overlapping_slots() -> None:
 def test_the_daemon_refuses_slots_out_of_range_misaligned_or_still_lent() -> None:
     slots = LentSlots(16 * SLOT_ALIGNMENT)
     slots.take(4 * SLOT_ALIGNMENT, 2 * SLOT_ALIGNMENT)
-    assert "overlap" in (slots.check(5 * SLOT_ALIGNMENT, 10) or "")
-    assert "overlap" in (slots.check(3 * SLOT_ALIGNMENT, SLOT_ALIGNMENT + 1) or "")
-    assert slots.check(3 * SLOT_ALIGNMENT, SLOT_ALIGNMENT) is None
-    assert slots.check(6 * SLOT_ALIGNMENT, SLOT_ALIGNMENT) is None
-    assert "multiple" in (slots.check(100, 10) or "")
-    assert "outside" in (slots.check(15 * SLOT_ALIGNMENT, 2 * SLOT_ALIGNMENT) or "")
+    for offset, length, reason, words in [
+        (5 * SLOT_ALIGNMENT, 10, "shm_in_use", "overlap"),
+        (3 * SLOT_ALIGNMENT, SLOT_ALIGNMENT + 1, "shm_in_use", "overlap"),
+        (100, 10, "bad_shm", "multiple"),
+        (15 * SLOT_ALIGNMENT, 2 * SLOT_ALIGNMENT, "bad_shm", "outside"),
+    ]:
+        with pytest.raises(WireError, match=words) as refused:
+            slots.take(offset, length, "acq")
+        assert (refused.value.reason, refused.value.acquisition) == (reason, "acq")
+    slots.take(3 * SLOT_ALIGNMENT, SLOT_ALIGNMENT)
+    slots.take(6 * SLOT_ALIGNMENT, SLOT_ALIGNMENT)
+    assert slots.count == 3
     assert not slots.give_back(0)

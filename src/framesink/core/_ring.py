@@ -11,6 +11,8 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
+from ._wire import WireError
+
 SLOT_ALIGNMENT = 4096
 """Every slot starts on a page: O_DIRECT needs aligned memory."""
 RELEASE_RECORD_BYTES = 16
@@ -80,22 +82,29 @@ class LentSlots:
     _starts: list[int] = field(default_factory=list)
     _lengths: dict[int, int] = field(default_factory=dict)
 
-    def check(self, offset: int, length: int) -> str | None:
-        """Why the slot (offset, length) cannot be taken now, or None if it can."""
+    def take(self, offset: int, length: int, acquisition: str | None = None) -> None:
+        """Lend the slot (offset, length); WireError ``bad_shm`` (misaligned, outside
+        the ring) or ``shm_in_use`` (overlaps a slot not yet released) if it cannot be."""
         if offset % SLOT_ALIGNMENT:
-            return f"offset {offset} is not a multiple of {SLOT_ALIGNMENT}"
+            raise WireError(
+                "bad_shm", f"offset {offset} is not a multiple of {SLOT_ALIGNMENT}", acquisition
+            )
         end = offset + length
         if end > self.size:
-            return f"bytes {offset}..{end} lie outside the ring of {self.size} bytes"
+            raise WireError(
+                "bad_shm",
+                f"bytes {offset}..{end} lie outside the ring of {self.size} bytes",
+                acquisition,
+            )
         position = bisect.bisect_right(self._starts, offset)
-        neighbours = self._starts[max(0, position - 1) : position + 1]
-        for start in neighbours:
+        for start in self._starts[max(0, position - 1) : position + 1]:
             if start < end and offset < start + self._lengths[start]:
-                return f"bytes {offset}..{end} overlap a slot at {start} not yet released"
-        return None
-
-    def take(self, offset: int, length: int) -> None:
-        bisect.insort(self._starts, offset)
+                raise WireError(
+                    "shm_in_use",
+                    f"bytes {offset}..{end} overlap a slot at {start} not yet released",
+                    acquisition,
+                )
+        self._starts.insert(position, offset)
         self._lengths[offset] = length
 
     def give_back(self, offset: int) -> bool:
