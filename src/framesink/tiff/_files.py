@@ -35,7 +35,7 @@ def describe_os_error(exc: OSError) -> str:
 def write_json_atomically(folder: Folder, name: str, document: Mapping[str, Any]) -> None:
     """Write ``document`` as ``name`` in ``folder`` via a temporary file, fsync and rename."""
     temporary = f".{name}.tmp"
-    with os.fdopen(folder.create_fresh(temporary), "w", encoding="utf-8") as handle:
+    with folder.create_text(temporary, fresh=True) as handle:
         json.dump(document, handle, indent=2, ensure_ascii=False, allow_nan=False)
         handle.write("\n")
         handle.flush()

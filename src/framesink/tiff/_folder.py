@@ -95,8 +95,10 @@ class Folder:
     def create_binary(self, name: str) -> IO[bytes]:
         return os.fdopen(self.create(name, os.O_RDWR), "w+b")
 
-    def create_text(self, name: str) -> IO[str]:
-        return os.fdopen(self.create(name), "w", encoding="utf-8")
+    def create_text(self, name: str, *, fresh: bool = False) -> IO[str]:
+        """A new UTF-8 text file ``name`` (``fresh``: after removing a leftover)."""
+        descriptor = self.create_fresh(name) if fresh else self.create(name)
+        return os.fdopen(descriptor, "w", encoding="utf-8")
 
     def create_fresh(self, name: str, flags: int = os.O_WRONLY) -> int:
         """Like ``create``, after removing a leftover ``name`` (unlinking follows no link)."""
@@ -106,6 +108,10 @@ class Folder:
     def open(self, name: str, flags: int = os.O_RDONLY) -> int:
         """An existing regular file ``name`` (refused if it is a link)."""
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+
+    def open_text(self, name: str) -> IO[str]:
+        """An existing UTF-8 text file ``name``, for reading (refused if it is a link)."""
+        return os.fdopen(self.open(name), encoding="utf-8")
 
     def open_binary(self, name: str, mode: str = "rb") -> IO[bytes]:
         flags = os.O_RDWR if "+" in mode else os.O_RDONLY

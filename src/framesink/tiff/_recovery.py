@@ -118,10 +118,11 @@ def _mark_failed(path: Path, error: str) -> None:
         "Fix the cause, then run `framesink recover` on this folder.\n"
     )
     try:
-        with Folder.at(path, create=False) as folder:
-            descriptor = folder.create_fresh(RECOVERY_FAILED_FILE)
-            with os.fdopen(descriptor, "w", encoding="utf-8") as marker:
-                marker.write(text)
+        with (
+            Folder.at(path, create=False) as folder,
+            folder.create_text(RECOVERY_FAILED_FILE, fresh=True) as marker,
+        ):
+            marker.write(text)
     except OSError as exc:
         log.error("could not write %s: %s", path / RECOVERY_FAILED_FILE, exc)
 

@@ -37,8 +37,7 @@ class Sidecar:
         if not lines:
             return
         if self._handle is None:
-            descriptor = self.folder.create_fresh(self.name)
-            self._handle = os.fdopen(descriptor, "w", encoding="utf-8")
+            self._handle = self.folder.create_text(self.name, fresh=True)
         self._handle.write("".join(lines))
         self._handle.flush()
 
@@ -65,7 +64,7 @@ def read_sidecar(folder: Folder, name: str) -> Iterator[tuple[int, dict[str, Any
     """``(frame index, entry)`` for every complete, readable line."""
     if not folder.is_file(name):
         return
-    with os.fdopen(folder.open(name), encoding="utf-8") as handle:
+    with folder.open_text(name) as handle:
         for line in handle:
             entry = _parse(line)
             if entry is not None:
@@ -75,7 +74,7 @@ def read_sidecar(folder: Folder, name: str) -> Iterator[tuple[int, dict[str, Any
 def copy_sidecar(source: Folder, target: Folder, name: str, frames: int) -> None:
     """Copy the lines of frames below ``frames``; stop at the first torn line."""
     with (
-        os.fdopen(source.open(name), encoding="utf-8") as lines,
+        source.open_text(name) as lines,
         target.create_text(name) as out,
     ):
         for line in lines:
