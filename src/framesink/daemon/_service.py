@@ -201,12 +201,12 @@ class Daemon:
         watched: set[int] = set()
         if rings is not None:
             poller.register(rings.listener, zmq.POLLIN)
-        next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        cycle_started = time.monotonic()
+        next_housekeeping = cycle_started + HOUSEKEEPING_S
         while not self._stop_requested.is_set():
             if rings is not None:
                 watched = _watch(poller, watched, set(rings.connection_fds()))
             timeout = self._poll_timeout(next_housekeeping)
-            turn_started = time.monotonic()
             events = dict(poller.poll(int(timeout * 1000)))
             if self._wakeup_read in events:
                 self._clear_wakeup()
@@ -222,7 +222,9 @@ class Daemon:
                 self._ring_events(rings, events, watched)
                 rings.flush()
             now = time.monotonic()
-            stalled = self._pause_after_stall(now - turn_started - timeout)
+            # Cycle to cycle, so a stop anywhere in the loop (housekeeping too) is seen.
+            stalled = self._pause_after_stall(now - cycle_started - timeout)
+            cycle_started = now
             if drained and not stalled:
                 # Messages still waiting in the socket are not idleness.
                 self.dispatcher.expire(now)
