@@ -97,6 +97,10 @@ class Daemon:
         """Ask the loop to stop (thread- and signal-safe); intake ends DRAIN_S from now."""
         self.dispatcher.close_intake(DRAIN_S)
         self._stop_requested.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Make the receive loop turn now (thread- and signal-safe)."""
         with contextlib.suppress(BlockingIOError):
             os.write(self._wakeup_write, b"\0")
 
@@ -120,8 +124,7 @@ class Daemon:
 
     def _on_reload_signal(self, _number: int, _frame: FrameType | None) -> None:
         self._reload_requested.set()
-        with contextlib.suppress(BlockingIOError):
-            os.write(self._wakeup_write, b"\0")
+        self._wake()
 
     def _start(self) -> None:
         settings = self.settings
@@ -151,7 +154,7 @@ class Daemon:
         self.ingest_endpoints = self._source.endpoints
         if settings.shared_memory:
             self._rings = RingServer(
-                ring_socket_path(settings), int(settings.max_ring_bytes), log.warning
+                ring_socket_path(settings), int(settings.max_ring_bytes), log.warning, self._wake
             )
             self.dispatcher.rings = self._rings
         self._control.start()

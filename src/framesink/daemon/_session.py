@@ -234,9 +234,10 @@ class Session:
             self.frames_lost += frames - (self.sink.progress().frames_written - written_before)
             self._fail(exc)
         finally:
+            nbytes = sum(item.nbytes for item in writes)
+            self._queued_bytes -= nbytes
+            self._budget.release(nbytes)
             for item in writes:
-                self._queued_bytes -= item.nbytes
-                self._budget.release(item.nbytes)
                 if item.chunk.release is not None:
                     item.chunk.release()
 

@@ -44,6 +44,8 @@ class Ring:
     connection: socket.socket | None
     lent: LentSlots
     owner_pid: int
+    wake: Callable[[], None] = lambda: None
+    """Asks the receive loop to :meth:`flush` (releases are sent from there, in bulk)."""
     _unsent: deque[bytes] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -55,17 +57,21 @@ class Ring:
         return RingLease(self, offset, length)
 
     def release(self, offset: int, length: int) -> None:
-        """Tell the publisher the slot is free (from any thread; never blocks)."""
+        """Free the slot for the publisher (from any thread; never blocks).
+
+        The record is sent by the next :meth:`flush`: a writer releasing a batch of
+        slots costs one send, not one per slot.
+        """
         with self._lock:
-            if not self.lent.give_back(offset):
+            if not self.lent.give_back(offset) or self.connection is None:
                 return
-            if self.connection is None:
-                return
+            first = not self._unsent
             self._unsent.append(RELEASE.pack(offset, length))
-            self._flush()
+        if first:
+            self.wake()
 
     def flush(self) -> None:
-        """Send releases a full socket held back (the receive loop calls this)."""
+        """Send the releases waiting (the receive loop calls this every turn)."""
         if not self._unsent:  # the common case, every loop turn: no lock needed to see it
             return
         with self._lock:
@@ -121,10 +127,18 @@ class RingServer:
     are thread-safe.
     """
 
-    def __init__(self, path: Path, max_ring_bytes: int, on_event: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        max_ring_bytes: int,
+        on_event: Callable[[str], None],
+        wake: Callable[[], None],
+    ) -> None:
+        """``on_event`` is told of refused rings; ``wake`` asks for a :meth:`flush`."""
         self.path = path
         self.max_ring_bytes = max_ring_bytes
         self._on_event = on_event
+        self._wake = wake
         self.rings: dict[str, Ring] = {}
         self._by_connection: dict[int, Ring] = {}
         path.unlink(missing_ok=True)
@@ -220,7 +234,7 @@ class RingServer:
                 os.close(fd)
         token = secrets.token_hex(16)
         connection.sendall(f"OK {token}\n".encode())
-        return Ring(token, size, memory, connection, LentSlots(size), pid)
+        return Ring(token, size, memory, connection, LentSlots(size), pid, self._wake)
 
 
 def _map_sealed(fd: int, size: int, limit: int) -> mmap.mmap:
