@@ -34,7 +34,7 @@ class RingAllocator:
 
     size: int
     _slots: deque[tuple[int, int]] = field(default_factory=deque)
-    _released: set[int] = field(default_factory=set)
+    _outstanding: set[int] = field(default_factory=set)
     _head: int = 0
 
     def allocate(self, length: int) -> int | None:
@@ -45,21 +45,22 @@ class RingAllocator:
         offset = self._place(need)
         if offset is not None:
             self._slots.append((offset, need))
+            self._outstanding.add(offset)
             self._head = offset + need
         return offset
 
     def release(self, offset: int) -> None:
         """The daemon is done with the slot at ``offset`` (unknown offsets: ValueError)."""
-        if not any(start == offset for start, _ in self._slots) or offset in self._released:
+        if offset not in self._outstanding:
             raise ValueError(f"no slot lent at offset {offset}")
-        self._released.add(offset)
-        while self._slots and self._slots[0][0] in self._released:
-            self._released.discard(self._slots.popleft()[0])
+        self._outstanding.remove(offset)
+        while self._slots and self._slots[0][0] not in self._outstanding:
+            self._slots.popleft()
 
     @property
     def lent(self) -> int:
         """Slots not yet released."""
-        return len(self._slots) - len(self._released)
+        return len(self._outstanding)
 
     def _place(self, need: int) -> int | None:
         if not self._slots:

@@ -60,6 +60,7 @@ class SharedRing:
         self._allocator = RingAllocator(size)
         self._connection: socket.socket | None = None
         self._pending = b""
+        self._readable = select.poll()
         self.token: str | None = None
 
     def register(self, path: str | Path) -> str:
@@ -80,14 +81,19 @@ class SharedRing:
             )
         connection.setblocking(False)
         self._connection = connection
+        self._readable.register(connection, select.POLLIN)
         self.token = reply[3:]
         return self.token
 
     def slot(self, length: int, timeout: float) -> tuple[int, np.ndarray[Any, np.dtype[np.uint8]]]:
         """A free slot: its offset and its bytes; RingError after ``timeout`` s full."""
+        self._registered()
         deadline = time.monotonic() + timeout
         while True:
-            self._take_releases(0.0)
+            # A poll is cheap (no exception when nothing came), and it also sees a
+            # daemon that went away at once.
+            if self._readable.poll(0):
+                self._take_releases(0.0)
             offset = self._allocator.allocate(length)
             if offset is not None:
                 return offset, self.memory[offset : offset + length]
@@ -114,10 +120,13 @@ class SharedRing:
         """Take the daemon's releases (waiting up to ``wait`` s for the first)."""
         self._take_releases(wait)
 
-    def _take_releases(self, wait: float) -> None:
-        connection = self._connection
-        if connection is None:
+    def _registered(self) -> socket.socket:
+        if self._connection is None:
             raise RingError("the ring is not registered with a daemon")
+        return self._connection
+
+    def _take_releases(self, wait: float) -> None:
+        connection = self._registered()
         if wait > 0:
             select.select([connection], [], [], wait)
         data = self._pending
