@@ -19,7 +19,9 @@ class ByteBudget:
 
     def acquire(self, nbytes: int, timeout: float) -> bool:
         with self._changed:
-            granted = self._changed.wait_for(lambda: self._fits(nbytes), timeout=timeout)
+            granted = self._fits(nbytes) or self._changed.wait_for(
+                lambda: self._fits(nbytes), timeout=timeout
+            )
             if granted:
                 self.used += nbytes
             return granted

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -116,11 +117,11 @@ class FrameLayout:
     def leading_axes(self) -> str:
         return self.axes.split("YX")[0]
 
-    @property
+    @cached_property
     def frame_bytes(self) -> int:
         return math.prod(self.frame_shape) * self.dtype.itemsize
 
-    @property
+    @cached_property
     def page_cost(self) -> int:
         """Bytes one frame adds to the file, pixels and page index."""
         return self.frame_bytes + PAGE_INDEX_BYTES

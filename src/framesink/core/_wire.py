@@ -245,23 +245,23 @@ def decode(
     raw = _unpack_header(parts[1], max_header_bytes)
     if not isinstance(raw, dict):
         raise WireError("header_not_map", f"header must be a msgpack map, got {type(raw).__name__}")
-    acquisition = _peek_acquisition(raw)
     if raw.get("v") != PROTOCOL_VERSION:
         raise WireError(
             "bad_version",
             f"unsupported protocol version v={raw.get('v')!r}; this is v1",
-            acquisition,
+            _peek_acquisition(raw),
         )
     if raw.get("type") not in MESSAGE_TYPES:
         raise WireError(
             "bad_type",
             f"unknown message type {raw.get('type')!r}; expected one of {', '.join(MESSAGE_TYPES)}",
-            acquisition,
+            _peek_acquisition(raw),
         )
     try:
         header = _HEADER_ADAPTER.validate_python(raw)
     except ValidationError as exc:
-        raise WireError(f"bad_{raw['type']}", _describe(exc), acquisition) from None
+        raise WireError(f"bad_{raw['type']}", _describe(exc), _peek_acquisition(raw)) from None
+    acquisition = header.acquisition
     payload = memoryview(parts[2]) if len(parts) == 3 else None
     carried = isinstance(header, FramesHeader) and header.shm is None
     if carried and payload is None:
