@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 POOL = 8
 MB = 1e6
+RAW_SLOT = struct.Struct("<QQ")
+"""A ring slot as the raw shm publisher names it, and as releases name it: offset, length."""
+
+
+@dataclass(frozen=True)
+class Options:
+    """How the runs are made (from the command line)."""
+
+    folder: Path
+    memory: Memory
+    quiet: bool
+    daemon_args: tuple[str, ...]
+    ring_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True)

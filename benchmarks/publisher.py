@@ -12,11 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
 from framesink import ControlClient, Publisher
+from framesink.transport import SharedRing
 
-from .cases import POOL, frame_pool, frame_stack
+from .cases import POOL, RAW_SLOT, frame_pool, frame_stack
 
 REPOSITORY = Path(__file__).parents[1]
 DELIVERY_TIMEOUT_S = 600.0
@@ -50,6 +52,9 @@ def publish(job: dict[str, Any]) -> None:
     chunk, count = job["chunk"], job["count"]
     if job["kind"] == "raw":
         publish_raw(job)
+        return
+    if job["kind"] == "raw-shm":
+        publish_raw_shm(job)
         return
     pool, stack = frame_pool((height, width)), frame_stack((height, width), chunk)
     hwm = 1000 if job["kind"] == "push" else 100_000
@@ -96,6 +101,31 @@ def publish_raw(job: dict[str, Any]) -> None:
         socket.send_multipart([b"f", stack[:size] if chunk > 1 else pool[first % POOL]], copy=False)
     socket.close(linger=-1)
     context.term()
+
+
+def publish_raw_shm(job: dict[str, Any]) -> None:
+    """The same frames through framesink's ring, each slot named by a raw 16-byte
+    message (offset, length), for the minimal shm pipeline; waits for every release."""
+    shape, chunk = (int(job["shape"][0]), int(job["shape"][1])), int(job["chunk"])
+    pool, stack = frame_pool(shape), frame_stack(shape, chunk)
+    ring = SharedRing(int(job["ring_bytes"]))
+    ring.register(job["ring_socket"])
+    context: zmq.Context[Any] = zmq.Context()
+    socket = context.socket(zmq.PUSH)
+    socket.setsockopt(zmq.SNDHWM, 1000)
+    socket.connect(job["endpoint"])
+    _ready()
+    for first in range(0, job["count"], chunk):
+        size = min(chunk, job["count"] - first)
+        frames = stack[:size] if chunk > 1 else pool[first % POOL]
+        offset, slot = ring.slot(frames.nbytes, DELIVERY_TIMEOUT_S)
+        slot[:] = frames.reshape(-1).view(np.uint8)
+        socket.send_multipart([b"f", RAW_SLOT.pack(offset, frames.nbytes)])
+    while ring.lent:
+        ring.collect_releases(DELIVERY_TIMEOUT_S)
+    socket.close(linger=-1)
+    context.term()
+    ring.close()
 
 
 def _ready() -> None:

@@ -9,6 +9,8 @@ For each frame size, on the same disk and the same frames:
   inproc     framesink's StreamWriter in the publishing process (no socket, no daemon)
   minimal    tcp into a receive-copy-O_DIRECT loop with no framesink code: the machine's
              ceiling for a separate receiving process
+  minimal-shm  the shm publisher into a loop writing its ring slots with O_DIRECT and
+             releasing them, with no framesink daemon code: the ceiling for shm
 and a SUB run where the publisher outpaces the disk, checking that the frames reported
 missing in metadata.json are exactly the frames not written.
 
@@ -29,33 +31,20 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-import numpy as np
 import psutil
 import tifffile
-import zmq
 
 from framesink import AcquisitionRecord, ControlClient, StreamWriter
 from framesink.cli import ProgressBar
 from framesink.daemon import serve_command, wait_until_ready
 from framesink.tiff import read_record
 
-from . import publisher, report
-from .cases import POOL, Case, Memory, Result, frame_pool, frame_stack
+from . import minimal, publisher, report
+from .cases import POOL, Case, Memory, Options, Result, frame_pool, frame_stack
 
 STATUS_INTERVAL = 0.02
-
-
-@dataclass(frozen=True)
-class Options:
-    """How the runs are made (from the command line)."""
-
-    folder: Path
-    memory: Memory
-    quiet: bool
-    daemon_args: tuple[str, ...]
-    ring_bytes: int = 256 << 20
 
 
 def baseline(options: Options, case: Case, mode: str) -> Result:
@@ -218,44 +207,6 @@ def count_pages(path: Path) -> int:
         return len(tiff.pages)
 
 
-def minimal_pipeline(options: Options, case: Case) -> Result:
-    """A reference with no framesink code: PULL over tcp, one copy into an aligned
-    buffer, an O_DIRECT write (plain write where refused), fsync."""
-    context: zmq.Context[Any] = zmq.Context()
-    socket = context.socket(zmq.PULL)
-    socket.setsockopt(zmq.RCVHWM, 4)
-    port = socket.bind_to_random_port("tcp://127.0.0.1")
-    job: dict[str, Any] = {"endpoint": f"tcp://127.0.0.1:{port}", "kind": "raw"}
-    job |= {"shape": case.shape, "count": case.count, "chunk": case.chunk}
-    path = options.folder / "minimal.bin"
-    message_bytes = case.chunk * case.frame_bytes
-    raw = np.empty(message_bytes + 4096, np.uint8)
-    staging = raw[-raw.ctypes.data % 4096 :][:message_bytes]
-    with publisher.start(job) as child:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_DIRECT)
-        except OSError:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-        options.memory.prefault(case)
-        start = time.perf_counter()
-        publisher.go(child)
-        offset = 0
-        while offset < case.total_bytes:
-            if not socket.poll(30_000):
-                raise RuntimeError("the raw publisher stopped sending")
-            pixels = np.frombuffer(socket.recv_multipart(copy=False)[1].buffer, np.uint8)
-            np.copyto(staging[: pixels.nbytes], pixels)
-            offset += os.pwrite(fd, staging[: pixels.nbytes].data, offset)
-        os.fsync(fd)
-        total = time.perf_counter() - start
-        os.close(fd)
-        child.wait(60)
-    socket.close(linger=0)
-    context.term()
-    path.unlink()
-    return Result.timed(case, "minimal tcp pipeline", total, total)
-
-
 def in_process(options: Options, case: Case) -> Result:
     """framesink's StreamWriter in the camera's own process: no socket, no daemon."""
     pool, stack = frame_pool(case.shape), frame_stack(case.shape, case.chunk)
@@ -294,7 +245,9 @@ def measure(options: Options, case: Case, transport: str) -> Result:
     if transport == "inproc":
         return in_process(options, case)
     if transport == "minimal":
-        return minimal_pipeline(options, case)
+        return minimal.tcp_pipeline(options, case)
+    if transport == "minimal-shm":
+        return minimal.shm_pipeline(options, case)
     run = run_daemon(options, case, transport, "pull", options.daemon_args)
     return run.result(case, f"framesink {transport} pull")
 
@@ -341,8 +294,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--transports",
-        default="tcp,ipc,shm,inproc,minimal",
-        help="comma-separated: tcp, ipc, shm, inproc, minimal (see above)",
+        default="tcp,ipc,shm,inproc,minimal,minimal-shm",
+        help="comma-separated: tcp, ipc, shm, inproc, minimal, minimal-shm (see above)",
     )
     parser.add_argument(
         "--fsync-interval", type=float, default=1.0, help="the daemon's fsync_interval"

@@ -27,7 +27,7 @@ def test_bench_runs_every_mode_and_accounts_for_every_frame(tmp_path: Path) -> N
             "--overload-count",
             "12",
             "--transports",
-            "tcp,ipc,inproc,minimal",
+            "tcp,ipc,shm,inproc,minimal,minimal-shm",
             "--no-warmup",
             "--no-prefault",
             "--json",
@@ -42,11 +42,23 @@ def test_bench_runs_every_mode_and_accounts_for_every_frame(tmp_path: Path) -> N
     report = json.loads(done.stdout)
     modes = [(run["case"], run["mode"]) for run in report["runs"]]
     for case in ("large 2048x2048 u16", "small 256x256 u16"):
-        for mode in ("framesink tcp pull", "framesink ipc pull", "framesink in-process"):
+        for mode in (
+            "framesink tcp pull",
+            "framesink ipc pull",
+            "framesink shm pull",
+            "framesink in-process",
+        ):
             assert (case, mode) in modes
             assert f"{case}: {mode}" in report["median_ratios"]
-        assert [m for c, m in modes if c == case].count("baseline #5") == 1
+        assert [m for c, m in modes if c == case].count("baseline #7") == 1
         assert (case, "minimal tcp pipeline") in modes
+        (ceiling,) = [
+            run
+            for run in report["runs"]
+            if (run["case"], run["mode"]) == (case, "minimal shm pipeline")
+        ]
+        assert ceiling["cpu_s_per_gb"] > 0
+    assert any("minimal shm pipeline: " in goal for goal in report["goals"])
     for run in report["runs"]:
         assert run["total_mb_s"] > 0
         if run["mode"].startswith("framesink") and run["mode"].endswith(("pull", "process")):
