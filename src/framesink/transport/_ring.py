@@ -151,6 +151,7 @@ class SharedRing:
     def close(self) -> None:
         """End the ring (idempotent); the daemon keeps what it still writes."""
         if self._connection is not None:
+            self._readable.unregister(self._connection)
             self._connection.close()
             self._connection = None
         if self._fd >= 0:
