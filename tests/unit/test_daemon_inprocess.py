@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import zmq
 
-from framesink.core import FrameSink, SinkSpec
+from framesink import Publisher
+from framesink.core import FrameChunk, FrameSink, SinkSpec
 
 from ..conftest import InProcessDaemon
-from ..helpers import FullDiskSink, end_parts, frames_parts, start_parts, wait_for_status
+from ..helpers import (
+    DelegatingSink,
+    FullDiskSink,
+    end_parts,
+    frames_parts,
+    pattern,
+    read_tiff,
+    start_parts,
+    start_tyx,
+    wait_for_status,
+)
 
 StartInProcess = Callable[..., InProcessDaemon]
 
@@ -77,3 +91,39 @@ def test_a_session_that_failed_before_its_stop_still_ends(
     (entry,) = status.acquisitions
     assert (entry.state, entry.reason) == ("failed", "error")
     assert "No space left" in (entry.error or "")
+
+
+class GatedSink(DelegatingSink):
+    """Writes wait until the gate opens: frames pile up in the daemon meanwhile."""
+
+    gate = threading.Event()
+
+    def write(self, chunks: Sequence[FrameChunk]) -> None:
+        assert self.gate.wait(30), "the test never opened the gate"
+        super().write(chunks)
+
+
+def test_frames_in_a_ring_do_not_count_their_pixels_against_queue_bytes(
+    in_process_daemon: StartInProcess, tmp_path: Path
+) -> None:
+    """queue_bytes bounds the daemon's own memory; a ring's pixels are the publisher's.
+    Counting them made a shared-memory publisher wait on a queue of a few frames."""
+    GatedSink.gate.clear()
+    running = in_process_daemon(
+        sink_factory=GatedSink,
+        queue_bytes="1MiB",
+        shared_memory_socket=str(tmp_path / "rings"),
+    )
+    frames = pattern(40, (256, 256), "uint16")  # 5 MiB of pixels, 5x queue_bytes
+    control = running.client.endpoint
+    with Publisher(running.ingest, kind="push", control=control, shared_memory=16 << 20) as pub:
+        run = start_tyx(pub, "ring", dtype="uint16", frame_shape=(256, 256))
+        for frame in frames:
+            run.send(frame)
+        queued = wait_for_status(running.client, lambda s: s.counters.frames_received == 40)
+        assert queued.counters.frames_lost_overload == 0
+        GatedSink.gate.set()
+        entry = run.stop(wait=30)
+    assert entry is not None
+    assert (entry.frames_written, entry.frames_missing) == (40, 0)
+    np.testing.assert_array_equal(read_tiff(Path(entry.path))[1], frames)

@@ -47,6 +47,9 @@ from ._settings import Settings
 log = logging.getLogger(__name__)
 
 RECENT_FINISHED = 50
+RING_MESSAGE_COST = 4096
+"""What a queued shared-memory message counts against ``queue_bytes``: the daemon holds
+only its bookkeeping (well under this), the pixels stay in the publisher's ring."""
 BUDGET_WAIT_S = 0.5
 
 
@@ -279,16 +282,16 @@ class Dispatcher:
             action.count, *layout.frame_shape
         )
         self.counters.add(Counter.FRAMES_RECEIVED, action.count)
-        if not self._take_budget(session, frames.nbytes):
+        # The budget bounds the daemon's own memory: pixels in a ring stay the publisher's.
+        cost = frames.nbytes if self._lease is None else RING_MESSAGE_COST
+        if not self._take_budget(session, cost):
             self.counters.add(Counter.FRAMES_LOST_OVERLOAD, action.count)
             session.skip(action.count)
             session.unreported_overload += action.count
             _report_overload(session)
             return
         lease, self._lease = self._lease, None
-        session.write(
-            frames, action.frame_metadata, frames.nbytes, None if lease is None else lease.release
-        )
+        session.write(frames, action.frame_metadata, cost, None if lease is None else lease.release)
 
     def _take_budget(self, session: Session, nbytes: int) -> bool:
         """Reserve queue space: PULL waits for it (backpressure), SUB never waits.

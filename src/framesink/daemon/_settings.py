@@ -39,7 +39,11 @@ class Settings(BaseSettings):
     subscribe: list[str] = Field([""], description="SUB topic prefixes; '' means everything.")
     control: str = Field("tcp://127.0.0.1:5556", description="Control (REP) endpoint.")
     queue_bytes: ByteSize = Field(
-        ByteSize(48 << 20), description="Bound on pixel bytes waiting for the disk."
+        ByteSize(48 << 20),
+        description=(
+            "Bound on pixel bytes waiting for the disk in the daemon's memory (a shared-memory "
+            "message counts 4 KiB: its pixels stay in the publisher's ring)."
+        ),
     )
     receive_hwm: int = Field(4, ge=1, description="ZeroMQ receive high-water mark (messages).")
     idle_timeout: float = Field(
