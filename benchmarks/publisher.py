@@ -6,9 +6,11 @@ the camera side runs in its own process as it would in a laboratory.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,15 +50,12 @@ def go(child: subprocess.Popen[str]) -> None:
 
 def publish(job: dict[str, Any]) -> None:
     """Send every frame of the job, stop, and wait until the daemon's files are final."""
-    height, width = job["shape"]
-    chunk, count = job["chunk"], job["count"]
     if job["kind"] == "raw":
         publish_raw(job)
         return
     if job["kind"] == "raw-shm":
         publish_raw_shm(job)
         return
-    pool, stack = frame_pool((height, width)), frame_stack((height, width), chunk)
     hwm = 1000 if job["kind"] == "push" else 100_000
     with Publisher(
         job["endpoint"],
@@ -72,11 +71,10 @@ def publish(job: dict[str, Any]) -> None:
             output_path="bench",
             output_name="bench",
             dtype="uint16",
-            frame_shape=(height, width),
+            frame_shape=tuple(job["shape"]),
         )
-        for first in range(0, count, chunk):
-            size = min(chunk, count - first)
-            acquisition.send(stack[:size] if chunk > 1 else pool[first % POOL])
+        for frames in _messages(job):
+            acquisition.send(frames)
         if job["kind"] == "pub":
             _wait_until_received(ControlClient(job["control"]), acquisition.seq + 1)
         acquisition.stop(wait=DELIVERY_TIMEOUT_S)
@@ -89,43 +87,48 @@ def _wait_until_received(client: ControlClient, messages: int) -> None:
 
 def publish_raw(job: dict[str, Any]) -> None:
     """The same frames as plain two-part PUSH messages, for the minimal pipeline."""
-    shape, chunk = (int(job["shape"][0]), int(job["shape"][1])), int(job["chunk"])
-    pool, stack = frame_pool(shape), frame_stack(shape, chunk)
-    context: zmq.Context[Any] = zmq.Context()
-    socket = context.socket(zmq.PUSH)
-    socket.setsockopt(zmq.SNDHWM, 1000)
-    socket.connect(job["endpoint"])
-    _ready()
-    for first in range(0, job["count"], chunk):
-        size = min(chunk, job["count"] - first)
-        socket.send_multipart([b"f", stack[:size] if chunk > 1 else pool[first % POOL]], copy=False)
-    socket.close(linger=-1)
-    context.term()
+    with _raw_push(job["endpoint"]) as socket:
+        _ready()
+        for frames in _messages(job):
+            socket.send_multipart([b"f", frames.data], copy=False)
 
 
 def publish_raw_shm(job: dict[str, Any]) -> None:
     """The same frames through framesink's ring, each slot named by a raw 16-byte
     message (offset, length), for the minimal shm pipeline; waits for every release."""
-    shape, chunk = (int(job["shape"][0]), int(job["shape"][1])), int(job["chunk"])
-    pool, stack = frame_pool(shape), frame_stack(shape, chunk)
     ring = SharedRing(int(job["ring_bytes"]))
     ring.register(job["ring_socket"])
+    with _raw_push(job["endpoint"]) as socket:
+        _ready()
+        for frames in _messages(job):
+            offset, slot = ring.slot(frames.nbytes, DELIVERY_TIMEOUT_S)
+            slot[:] = frames.reshape(-1).view(np.uint8)
+            socket.send_multipart([b"f", RAW_SLOT.pack(offset, frames.nbytes)])
+        while ring.lent:
+            ring.collect_releases(DELIVERY_TIMEOUT_S)
+    ring.close()
+
+
+def _messages(job: dict[str, Any]) -> Iterator[np.ndarray[Any, Any]]:
+    """The job's frames, message by message: ``chunk`` frames each, or single frames."""
+    shape, chunk, count = (int(job["shape"][0]), int(job["shape"][1])), job["chunk"], job["count"]
+    pool, stack = frame_pool(shape), frame_stack(shape, chunk)
+    for first in range(0, count, chunk):
+        yield stack[: min(chunk, count - first)] if chunk > 1 else pool[first % POOL]
+
+
+@contextlib.contextmanager
+def _raw_push(endpoint: str) -> Iterator[zmq.Socket[Any]]:
+    """A plain PUSH socket; on leaving, every message is delivered before it closes."""
     context: zmq.Context[Any] = zmq.Context()
     socket = context.socket(zmq.PUSH)
     socket.setsockopt(zmq.SNDHWM, 1000)
-    socket.connect(job["endpoint"])
-    _ready()
-    for first in range(0, job["count"], chunk):
-        size = min(chunk, job["count"] - first)
-        frames = stack[:size] if chunk > 1 else pool[first % POOL]
-        offset, slot = ring.slot(frames.nbytes, DELIVERY_TIMEOUT_S)
-        slot[:] = frames.reshape(-1).view(np.uint8)
-        socket.send_multipart([b"f", RAW_SLOT.pack(offset, frames.nbytes)])
-    while ring.lent:
-        ring.collect_releases(DELIVERY_TIMEOUT_S)
-    socket.close(linger=-1)
-    context.term()
-    ring.close()
+    socket.connect(endpoint)
+    try:
+        yield socket
+    finally:
+        socket.close(linger=-1)
+        context.term()
 
 
 def _ready() -> None:
