@@ -67,7 +67,8 @@ def test_frames_through_a_ring_are_written_pixel_exact(start_daemon: StartDaemon
     assert (entry.frames_written, entry.complete) == (310, True)
     written = read_tiff(daemon.data_root / "ring" / "ring.ome.tiff")[1]
     np.testing.assert_array_equal(written, np.concatenate([frames, frames[:10]]))
-    daemon.wait_for(lambda _: _ring_maps(daemon.process.pid) == 0)
+    # Closing waited for the daemon to unmap: the publisher freed the pages itself.
+    assert _ring_maps(daemon.process.pid) == 0
 
 
 def test_a_daemon_that_refuses_shared_memory_makes_start_raise(start_daemon: StartDaemon) -> None:
@@ -189,6 +190,37 @@ def test_bad_slots_are_rejected_and_counted_and_the_acquisition_goes_on(
     assert (entry.frames_written, entry.messages_lost, entry.complete) == (2, 6, False)
     np.testing.assert_array_equal(
         read_tiff(daemon.data_root / "raw" / "raw.ome.tiff")[1], pattern(2, SHAPE, "uint16")
+    )
+
+
+def test_closing_a_ring_waits_until_the_daemon_has_written_and_unmapped_it(
+    raw_ring: tuple[InProcessDaemon, SharedRing, zmq.Socket[bytes]],
+) -> None:
+    daemon, ring, push = raw_ring
+    frame_bytes = SHAPE[0] * SHAPE[1] * 2
+    for index in range(3):
+        offset, slot = ring.slot(frame_bytes, 1.0)
+        slot[:] = pattern(1, SHAPE, "uint16", start=index).view(np.uint8).reshape(-1)
+        _frames(push, index + 1, index, offset, frame_bytes)
+    del slot
+    push.send_multipart(
+        [b"", msgpack.packb({"v": 1, "type": "stop", "acquisition": "raw", "seq": 4})]
+    )
+    daemon.client.wait_for_status(lambda s: s.counters.messages == 5, 10)
+    closing = threading.Thread(target=ring.close)
+    closing.start()
+    closing.join(0.4)
+    assert closing.is_alive(), "close returned while the daemon still held three slots"
+    assert _ring_maps(os.getpid()) == 2  # the publisher's mapping and the daemon's
+    HeldSink.gate.set()
+    closing.join(5)
+    assert not closing.is_alive()
+    assert ring.lent == 0, "the last releases were read before the end of file"
+    assert _ring_maps(os.getpid()) == 0, "the daemon unmapped before it closed"
+    entry = daemon.client.wait_for_acquisition("raw", 20)
+    assert (entry.frames_written, entry.complete) == (3, True)
+    np.testing.assert_array_equal(
+        read_tiff(daemon.data_root / "raw" / "raw.ome.tiff")[1], pattern(3, SHAPE, "uint16")
     )
 
 

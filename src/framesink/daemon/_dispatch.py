@@ -204,7 +204,7 @@ class Dispatcher:
             case Finish(_, reason, metadata, error):
                 session.finish(reason, metadata, error)
                 del self.receiving[action.acquisition]
-                self.rings_by_acquisition.pop(action.acquisition, None)
+                self._detach_ring(action.acquisition)
             case _:
                 assert_never(action)
 
@@ -243,8 +243,15 @@ class Dispatcher:
         self.receiving[action.acquisition] = session
         if ring is not None:
             self.rings_by_acquisition[action.acquisition] = ring
+            ring.acquisitions += 1
         self.counters.add(Counter.ACQUISITIONS_STARTED)
         log.info("acquisition %s started -> %s", action.acquisition, sink.progress().path)
+
+    def _detach_ring(self, acquisition: str) -> None:
+        """The acquisition names no more slots: its ring may end once its publisher is done."""
+        ring = self.rings_by_acquisition.pop(acquisition, None)
+        if ring is not None:
+            ring.acquisitions -= 1
 
     def _ring_of(self, action: Open) -> Ring | None:
         """The ring a start names (None without one); WireError when no such ring is known."""
@@ -324,7 +331,7 @@ class Dispatcher:
         """A session whose writer failed: its acquisition ends; later messages are late."""
         if self.receiving.get(session.acquisition) is session:
             del self.receiving[session.acquisition]
-            self.rings_by_acquisition.pop(session.acquisition, None)
+            self._detach_ring(session.acquisition)
             self.router.fail(session.acquisition)
         session.finish(FinishReason.ERROR, error=session.error)
 

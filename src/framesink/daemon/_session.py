@@ -193,6 +193,7 @@ class Session:
                         return
                     case _WriteItem():
                         writes, pending = self._gather(item)
+                        item = None  # _write lets go of the frames before releasing them
                         self._write(writes)
                     case _SkipItem(count):
                         self._apply(self.sink.skip, count)
@@ -237,9 +238,11 @@ class Session:
             nbytes = sum(item.nbytes for item in writes)
             self._queued_bytes -= nbytes
             self._budget.release(nbytes)
-            for item in writes:
-                if item.chunk.release is not None:
-                    item.chunk.release()
+            # No view of a ring slot may outlive its release (the ring is unmapped then).
+            releases = [item.chunk.release for item in writes if item.chunk.release is not None]
+            writes.clear()
+            for release in releases:
+                release()
 
     def _apply(self, operation: Callable[[int], None], count: int) -> None:
         try:

@@ -30,6 +30,8 @@ REGISTER = struct.Struct("<8sQ")
 RELEASE = struct.Struct("<QQ")
 REPLY_MAX = 4096
 HANDSHAKE_TIMEOUT_S = 5.0
+CLOSE_WAIT_S = 1.0
+"""How long closing a ring waits for the daemon to let go of it (then it just closes)."""
 PAGE = mmap.PAGESIZE
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
@@ -138,20 +140,29 @@ class SharedRing:
             except OSError as exc:
                 raise RingError(f"the daemon's ring connection failed: {exc}") from None
             if not chunk:
+                self._apply_releases(data)
                 raise RingError(
                     "the daemon closed the shared-memory ring (it stopped or restarted); "
                     "start the acquisition again"
                 )
             data += chunk
+        self._apply_releases(data)
+
+    def _apply_releases(self, data: bytes) -> None:
         whole = len(data) - len(data) % RELEASE_RECORD_BYTES
         for offset, _length in RELEASE.iter_unpack(data[:whole]):
             self._allocator.release(offset)
         self._pending = data[whole:]
 
     def close(self) -> None:
-        """End the ring (idempotent); the daemon keeps what it still writes."""
+        """End the ring (idempotent); the daemon keeps what it still writes.
+
+        Waits up to CLOSE_WAIT_S for the daemon to unmap the ring first, so that the
+        pages are freed here and not in the daemon's receive loop.
+        """
         if self._connection is not None:
             self._readable.unregister(self._connection)
+            self._part_from_daemon(self._connection)
             self._connection.close()
             self._connection = None
         if self._fd >= 0:
@@ -160,6 +171,19 @@ class SharedRing:
                 self._map.close()
             os.close(self._fd)
             self._fd = -1
+
+    def _part_from_daemon(self, connection: socket.socket) -> None:
+        """Say the ring is done (end of file), take the last releases, and wait for the
+        daemon's end of file: it comes once the daemon no longer maps the ring."""
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        try:
+            connection.shutdown(socket.SHUT_WR)
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not select.select([connection], [], [], remaining)[0]:
+                    return
+                self._take_releases(0.0)
+        except (OSError, RingError, ValueError):
+            return
 
 
 def _read_line(connection: socket.socket) -> str:
