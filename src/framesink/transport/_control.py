@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from typing import Any, Self
 
 import msgpack
 import zmq
@@ -131,7 +132,12 @@ class ControlServer:
 
 
 class ControlClient:
-    """Asks a daemon's control endpoint; every call has a timeout."""
+    """Asks a daemon's control endpoint; every call has a timeout.
+
+    One connection serves every request (a new connection per request costs the daemon
+    about 0.6 ms of CPU: a poller asking 50 times a second would cost it 3 %). A request
+    that times out drops the connection; the next one opens a new one. Thread-safe.
+    """
 
     def __init__(
         self,
@@ -145,25 +151,61 @@ class ControlClient:
         self.timeout = timeout
         self.keys = keys
         self._context = context or zmq.Context.instance()
+        self._socket: zmq.Socket[bytes] | None = None
+        self._owner_pid = 0
+        self._lock = threading.Lock()
 
     def request(self, command: Mapping[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Send one request and return the raw reply map; ControlError on timeout."""
         seconds = self.timeout if timeout is None else timeout
-        with self._context.socket(zmq.REQ) as sock:
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.SNDTIMEO, int(seconds * 1000))
-            sock.setsockopt(zmq.RCVTIMEO, int(seconds * 1000))
-            if self.keys is not None:
-                self.keys.apply(sock)
-            sock.connect(self.endpoint)
+        with self._lock:
+            sock = self._connected(seconds)
             try:
                 sock.send(msgpack.packb(dict(command), use_bin_type=True))
                 reply = msgpack.unpackb(sock.recv(), raw=False)
             except zmq.Again:
+                self._drop()  # a REQ socket without its reply cannot send again
                 raise ControlError(f"no answer from {self.endpoint} within {seconds:g} s") from None
+            except BaseException:
+                self._drop()
+                raise
         if not isinstance(reply, dict):
             raise ControlError(f"unexpected reply from {self.endpoint}: {reply!r}")
         return reply
+
+    def close(self) -> None:
+        """Close the connection (idempotent; a later request opens a new one)."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_socket", None) is not None and self._owner_pid == os.getpid():
+            self._drop()
+
+    def _connected(self, seconds: float) -> zmq.Socket[bytes]:
+        if self._socket is not None and self._owner_pid != os.getpid():
+            self._socket = None  # inherited through fork: the parent's, not ours to use
+        if self._socket is None:
+            sock = self._context.socket(zmq.REQ)
+            sock.setsockopt(zmq.LINGER, 0)
+            if self.keys is not None:
+                self.keys.apply(sock)
+            sock.connect(self.endpoint)
+            self._socket, self._owner_pid = sock, os.getpid()
+        self._socket.setsockopt(zmq.SNDTIMEO, int(seconds * 1000))
+        self._socket.setsockopt(zmq.RCVTIMEO, int(seconds * 1000))
+        return self._socket
+
+    def _drop(self) -> None:
+        if self._socket is not None:
+            self._socket.close(linger=0)
+            self._socket = None
 
     def ping(self, timeout: float | None = None) -> str:
         """The daemon's version, once it answers."""

@@ -194,6 +194,8 @@ class Publisher:
 
     def close(self) -> None:
         self._socket.close()
+        if self.control_client is not None:
+            self.control_client.close()
         if self.ring is not None:
             self.ring.close()
 
