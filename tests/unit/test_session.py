@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +79,44 @@ def test_a_failed_batch_counts_exactly_the_frames_it_lost(tmp_path: Path, room: 
     assert budget.used == 0
     assert sink.progress().frames_written + session.frames_lost == 6
     assert sink.progress().frames_written == room
+
+
+def test_a_batch_lets_go_of_its_frames_releases_them_then_calls_after_release(
+    tmp_path: Path,
+) -> None:
+    """A ring slot is unmapped once released: no view of it may outlive its release, and
+    the ring sends a batch's releases together once they are all made."""
+    frames = pattern(4, (64, 64), "uint16")
+    budget = ByteBudget(1 << 30)
+    spec = _spec(tmp_path, "r")
+    sink = GatedSink(spec)
+    sink.prepare()
+    events: list[str] = []
+    views: list[weakref.ref[np.ndarray[Any, Any]]] = []
+
+    def released(number: int) -> Callable[[], None]:
+        def release() -> None:
+            gc.collect()
+            alive = sum(view() is not None for view in views[: number + 1])
+            events.append(f"release {number}, views alive: {alive}")
+
+        return release
+
+    session = Session("r", spec.layout, sink, budget, after_release=lambda: events.append("sent"))
+    for number in range(4):
+        view = frames[number : number + 1].copy()
+        views.append(weakref.ref(view))
+        assert budget.acquire(view.nbytes, timeout=5)
+        session.write(view, None, view.nbytes, released(number))
+        del view
+        if number == 0:
+            assert sink.entered.wait(10)
+    session.finish(FinishReason.STOP)
+    sink.release.set()
+    assert session.join(10)
+    assert events == [
+        "release 0, views alive: 0",
+        "sent",
+        *(f"release {number}, views alive: 0" for number in (1, 2, 3)),
+        "sent",
+    ]

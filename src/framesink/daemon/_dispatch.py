@@ -237,7 +237,12 @@ class Dispatcher:
             self.router.fail(action.acquisition)
             raise
         session = Session(
-            action.acquisition, action.layout, sink, self.budget, write_timer=self.write_timer
+            action.acquisition,
+            action.layout,
+            sink,
+            self.budget,
+            write_timer=self.write_timer,
+            after_release=None if ring is None else ring.flush,
         )
         self.sessions.append(session)
         self.receiving[action.acquisition] = session

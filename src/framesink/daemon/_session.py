@@ -81,9 +81,13 @@ class Session:
         budget: ByteBudget,
         *,
         write_timer: WriteTimer | None = None,
+        after_release: Callable[[], None] | None = None,
     ) -> None:
+        """``after_release`` is called once a written batch's frames are released (a
+        shared-memory ring sends the batch's releases then)."""
         self.acquisition = acquisition
         self._write_timer = write_timer
+        self._after_release = after_release
         self.layout = layout
         self.sink = sink
         self.started_at = time.monotonic()
@@ -243,6 +247,8 @@ class Session:
             writes.clear()
             for release in releases:
                 release()
+            if releases and self._after_release is not None:
+                self._after_release()
 
     def _apply(self, operation: Callable[[int], None], count: int) -> None:
         try:

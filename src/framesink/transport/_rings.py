@@ -50,9 +50,11 @@ class Ring:
     lent: LentSlots
     owner_pid: int
     wake: Callable[[], None] = lambda: None
-    """Asks the receive loop to :meth:`flush` (releases are sent from there, in bulk)."""
+    """Asks the receive loop to :meth:`flush` (to end a ring whose last slot came back)."""
     acquisitions: int = 0
     """Open acquisitions started with this ring (the receive loop counts them)."""
+    ending: bool = False
+    """The publisher is done: unmap once nothing is in use."""
     _unsent: deque[bytes] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -71,19 +73,18 @@ class Ring:
     def release(self, offset: int, length: int) -> None:
         """Free the slot for the publisher (from any thread; never blocks).
 
-        The record is sent by the next :meth:`flush`: a writer releasing a batch of
-        slots costs one send, not one per slot.
+        The record is sent by the next :meth:`flush`, which whoever releases calls
+        once done (a writer releasing a batch of slots costs one send, not one per slot).
         """
         with self._lock:
             if not self.lent.give_back(offset) or self.connection is None:
                 return
-            first = not self._unsent
             self._unsent.append(RELEASE.pack(offset, length))
-        if first:
+        if self.ending and not self.lent.count:
             self.wake()
 
     def flush(self) -> None:
-        """Send the releases waiting (the receive loop calls this every turn)."""
+        """Send the releases waiting (from any thread)."""
         if not self._unsent:  # the common case, every loop turn: no lock needed to see it
             return
         with self._lock:
@@ -157,7 +158,8 @@ class RingServer:
         on_event: Callable[[str], None],
         wake: Callable[[], None],
     ) -> None:
-        """``on_event`` is told of refused rings; ``wake`` asks for a :meth:`flush`."""
+        """``on_event`` is told of refused rings; ``wake`` asks the receive loop for a
+        :meth:`flush` (an ended ring's last slot came back)."""
         self.path = path
         self.max_ring_bytes = max_ring_bytes
         self._on_event = on_event
@@ -220,6 +222,7 @@ class RingServer:
             )
             ring.disconnect()
         else:
+            ring.ending = True
             self._ending.append(ring)
         log.info(
             "shared-memory ring of pid %d ended (%d slots still being written)",
