@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from framesink.core import ByteBudget, FinishReason, FrameLayout, SinkSpec
-from framesink.daemon._session import Session
+from framesink.daemon._session import GATHER_BYTES, Session
 
 from ..helpers import FullDiskSink, GatedSink, pattern, read_metadata, read_tiff
 
@@ -120,3 +120,25 @@ def test_a_batch_lets_go_of_its_frames_releases_them_then_calls_after_release(
         *(f"release {number}, views alive: 0" for number in (1, 2, 3)),
         "sent",
     ]
+
+
+def test_batches_are_bounded_by_pixel_bytes_not_by_the_budget_cost(tmp_path: Path) -> None:
+    """Frames in a ring cost the budget 4 KiB each; a batch still holds at most
+    GATHER_BYTES of pixels, so that the ring's slots come back in steady portions."""
+    frame = pattern(1, (64, 64), "uint16")
+    per_batch = GATHER_BYTES // frame.nbytes
+    budget = ByteBudget(1 << 30)
+    spec = _spec(tmp_path, "b")
+    sink = GatedSink(spec)
+    sink.prepare()
+    session = Session("b", spec.layout, sink, budget)
+    for number in range(per_batch + 101):
+        assert budget.acquire(4096, timeout=5)
+        session.write(frame, None, 4096)
+        if number == 0:
+            assert sink.entered.wait(10)
+    session.finish(FinishReason.STOP)
+    sink.release.set()
+    assert session.join(10)
+    assert sink.batch_sizes == [1, per_batch, 100]
+    assert budget.used == 0

@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_WAIT = 5.0
 GATHER_BYTES = 16 << 20
-"""Queued frames up to this many bytes are written together (few large writes)."""
+"""Queued frames up to this many pixel bytes are written together (few large writes,
+and slots of a shared-memory ring go back to the publisher in steady portions)."""
 
 
 @dataclass(frozen=True)
@@ -211,8 +212,9 @@ class Session:
             self._done.set()
 
     def _gather(self, first: _WriteItem) -> tuple[list[_WriteItem], _Item | None]:
-        """The write items queued behind ``first`` (up to GATHER_BYTES) and the next other item."""
-        writes, size = [first], first.nbytes
+        """The write items queued behind ``first`` (up to GATHER_BYTES of pixels) and the
+        next other item."""
+        writes, size = [first], first.chunk.frames.nbytes
         while size < GATHER_BYTES:
             try:
                 item = self._queue.get_nowait()
@@ -221,7 +223,7 @@ class Session:
             if not isinstance(item, _WriteItem):
                 return writes, item
             writes.append(item)
-            size += item.nbytes
+            size += item.chunk.frames.nbytes  # not item.nbytes: a ring slot costs 4 KiB
         return writes, None
 
     def _write(self, writes: list[_WriteItem]) -> None:
