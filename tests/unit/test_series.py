@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -165,6 +166,46 @@ def test_gathered_writes_span_staging_rounds(tmp_path: Path) -> None:
     assert frames.nbytes > 2 * STAGING_BYTES
     written = np.fromfile(path, np.uint16, offset=DIRECT_ALIGNMENT)
     np.testing.assert_array_equal(written, frames.reshape(-1))
+
+
+FAILING_WRITE = """
+import resource, signal, sys
+import numpy as np
+from framesink.tiff import Folder
+from framesink.tiff._pixels import PartialWriteError, PixelFile
+path, limit = sys.argv[1], int(sys.argv[2])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+source = np.fromfile(path + ".source", np.uint8)
+parts = [source[start + 3 : start + 3 + (3 << 20)] for start in range(0, 36 << 20, 3 << 20)]
+folder = Folder.at(path.rsplit("/", 1)[0])
+pixels = PixelFile(folder, path.rsplit("/", 1)[1], direct=True)
+assert pixels.is_direct
+try:
+    pixels.write_at(0, parts)
+except PartialWriteError as exc:
+    print(exc.written)
+pixels.close()
+"""
+
+
+def test_a_staged_write_that_fails_says_exactly_how_many_bytes_made_it(tmp_path: Path) -> None:
+    """The disk fills while one staging buffer is written and the next fills: the bytes
+    reported written are exactly those in the file, and they are right."""
+    path = tmp_path / "limited.bin"
+    path.write_bytes(b"")
+    source = np.random.default_rng(5).integers(0, 255, (36 << 20) + 3, dtype=np.uint8)
+    source.tofile(f"{path}.source")
+    limit = 2 * STAGING_BYTES + 5 * DIRECT_ALIGNMENT  # inside the third staged write
+    result = subprocess.run(
+        [sys.executable, "-c", FAILING_WRITE, str(path), str(limit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert int(result.stdout) == limit
+    np.testing.assert_array_equal(np.fromfile(path, np.uint8), source[3 : 3 + limit])
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ with ``O_DIRECT`` they skip the page cache: no gigabytes of dirty pages behind a
 acquisition, and a write rate that does not depend on the page cache's state
 (docs/performance.md).
 
-``O_DIRECT`` needs aligned memory, offsets and lengths. Memory is made aligned by a
-staging buffer; an unaligned offset or length, a filesystem without ``O_DIRECT``
-(some network and FUSE filesystems) or a device that needs more alignment (EINVAL)
-falls back to plain positioned writes.
+``O_DIRECT`` needs aligned memory, offsets and lengths. Memory is made aligned by
+copying it into two staging buffers in turn: a helper thread writes one while the
+other fills, so the copy and the disk overlap (neither holds the GIL). Memory that is
+aligned already (a shared-memory ring) is written as it is. An unaligned offset or
+length, a filesystem without ``O_DIRECT`` (some network and FUSE filesystems) or a
+device that needs more alignment (EINVAL) falls back to plain positioned writes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import mmap
 import os
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
@@ -34,8 +37,9 @@ need 4096; they reject the write with EINVAL and the file falls back)."""
 MEMORY_ALIGNMENT = mmap.PAGESIZE
 VECTORS_PER_WRITE = 512
 """Buffers per pwritev (the kernel takes at most IOV_MAX = 1024)."""
-STAGING_BYTES = 8 << 20
-"""Largest single write; larger writes measured no faster here and cost memory."""
+STAGING_BYTES = 4 << 20
+"""Largest single staged write (two such buffers per open file); larger writes measured
+no faster here and cost memory."""
 
 
 class PartialWriteError(OSError):
@@ -55,7 +59,7 @@ class PixelFile:
         self.name = name
         self._fd = folder.open(name, os.O_WRONLY)
         self._direct_fd: int | None = None
-        self._staging: np.ndarray[Any, np.dtype[np.uint8]] | None = None
+        self._staged: _StagedWrites | None = None
         self._bypasses_cache = False
         if direct:
             self._open_direct()
@@ -74,7 +78,7 @@ class PixelFile:
         except OSError as exc:
             log.info("%s: no O_DIRECT (%s); writing through the page cache", self.name, exc)
             return
-        self._staging = aligned_buffer(STAGING_BYTES)
+        self._staged = _StagedWrites(self._direct_fd)
         self._bypasses_cache = True
 
     def write_at(self, offset: int, buffers: Sequence[np.ndarray[Any, Any]]) -> None:
@@ -103,26 +107,13 @@ class PixelFile:
             done += buffer.nbytes
 
     def _write_direct(self, offset: int, buffers: Sequence[np.ndarray[Any, Any]]) -> None:
-        """Gather the buffers into the aligned staging buffer, one write per filling."""
-        fd, staging = self._direct_fd, self._staging
+        fd, staged = self._direct_fd, self._staged
         assert fd is not None
-        assert staging is not None
+        assert staged is not None
         if all(_direct_ready(buffer) for buffer in buffers):
             _write_vectors(fd, offset, buffers)
-            return
-        done = filled = 0
-        for buffer in buffers:
-            source = _bytes_of(buffer)
-            start = 0
-            while start < source.nbytes:
-                take = min(source.nbytes - start, STAGING_BYTES - filled)
-                np.copyto(staging[filled : filled + take], source[start : start + take])
-                filled, start = filled + take, start + take
-                if filled == STAGING_BYTES:
-                    _write_all(fd, offset + done, staging, done)
-                    done, filled = done + filled, 0
-        if filled:
-            _write_all(fd, offset + done, staging[:filled], done)
+        else:
+            staged.write(offset, buffers)
 
     def extend_to(self, size: int) -> None:
         """Grow the file to ``size`` bytes (a sparse hole reads back as zeros)."""
@@ -137,10 +128,57 @@ class PixelFile:
             self._fd = -1
 
     def _close_direct(self) -> None:
+        if self._staged is not None:
+            self._staged.close()
+            self._staged = None
         if self._direct_fd is not None:
             os.close(self._direct_fd)
             self._direct_fd = None
-        self._staging = None
+
+
+class _StagedWrites:
+    """Unaligned buffers written with O_DIRECT through two aligned staging buffers.
+
+    While a helper thread writes one buffer, the caller fills the other. One write at a
+    time is in flight, so a failure still says exactly how many bytes made it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buffers = (aligned_buffer(STAGING_BYTES), aligned_buffer(STAGING_BYTES))
+        self._helper = ThreadPoolExecutor(1, thread_name_prefix="pixel-writes")
+
+    def write(self, offset: int, buffers: Sequence[np.ndarray[Any, Any]]) -> None:
+        """Write ``buffers`` back to back from ``offset``; PartialWriteError on failure."""
+        in_flight: Future[None] | None = None
+        submitted = filled = turn = 0
+        staging = self._buffers[turn]
+        try:
+            for buffer in buffers:
+                source, start = _bytes_of(buffer), 0
+                while start < source.nbytes:
+                    take = min(source.nbytes - start, STAGING_BYTES - filled)
+                    np.copyto(staging[filled : filled + take], source[start : start + take])
+                    filled, start = filled + take, start + take
+                    if filled < STAGING_BYTES:
+                        continue
+                    if in_flight is not None:
+                        in_flight.result()  # frees the other buffer; raises its failure
+                    in_flight = self._helper.submit(
+                        _write_all, self._fd, offset + submitted, staging, submitted
+                    )
+                    submitted, filled, turn = submitted + filled, 0, 1 - turn
+                    staging = self._buffers[turn]
+            if in_flight is not None:
+                in_flight.result()
+            if filled:
+                _write_all(self._fd, offset + submitted, staging[:filled], submitted)
+        finally:
+            if in_flight is not None:
+                wait((in_flight,))  # never leave a buffer being written behind
+
+    def close(self) -> None:
+        self._helper.shutdown(wait=True)
 
 
 def aligned_buffer(size: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
