@@ -22,6 +22,20 @@ def _spec(folder: Path, name: str) -> SinkSpec:
     return SinkSpec(name, folder, "", name, {"axes": "TYX"}, layout, fsync_interval=None)
 
 
+def _gated(folder: Path, name: str) -> tuple[SinkSpec, GatedSink, ByteBudget]:
+    """A prepared sink that holds its first write until ``sink.release`` is set."""
+    spec = _spec(folder, name)
+    sink = GatedSink(spec)
+    sink.prepare()
+    return spec, sink, ByteBudget(1 << 30)
+
+
+def _finish_released(session: Session, sink: GatedSink) -> None:
+    session.finish(FinishReason.STOP)
+    sink.release.set()
+    assert session.join(10)
+
+
 def _queue_write(session: Session, budget: ByteBudget, frames: np.ndarray[Any, Any]) -> None:
     assert budget.acquire(frames.nbytes, timeout=5)
     session.write(frames, [{"n": int(frames[0, 0, 0])}] * len(frames), frames.nbytes)
@@ -29,10 +43,7 @@ def _queue_write(session: Session, budget: ByteBudget, frames: np.ndarray[Any, A
 
 def test_queued_writes_are_gathered_and_keep_their_order(tmp_path: Path) -> None:
     frames = pattern(6, (64, 64), "uint16")
-    budget = ByteBudget(1 << 30)
-    spec = _spec(tmp_path, "g")
-    sink = GatedSink(spec)
-    sink.prepare()
+    spec, sink, budget = _gated(tmp_path, "g")
     session = Session("g", spec.layout, sink, budget)
     _queue_write(session, budget, frames[:1])
     assert sink.entered.wait(10)
@@ -41,9 +52,7 @@ def test_queued_writes_are_gathered_and_keep_their_order(tmp_path: Path) -> None
     _queue_write(session, budget, frames[4:5])
     session.skip(2)
     _queue_write(session, budget, frames[5:6])
-    session.finish(FinishReason.STOP)
-    sink.release.set()
-    assert session.join(10)
+    _finish_released(session, sink)
 
     assert sink.batch_sizes == [1, 3, 1]
     assert budget.used == 0
@@ -87,10 +96,7 @@ def test_a_batch_lets_go_of_its_frames_releases_them_then_calls_after_release(
     """A ring slot is unmapped once released: no view of it may outlive its release, and
     the ring sends a batch's releases together once they are all made."""
     frames = pattern(4, (64, 64), "uint16")
-    budget = ByteBudget(1 << 30)
-    spec = _spec(tmp_path, "r")
-    sink = GatedSink(spec)
-    sink.prepare()
+    spec, sink, budget = _gated(tmp_path, "r")
     events: list[str] = []
     views: list[weakref.ref[np.ndarray[Any, Any]]] = []
 
@@ -111,9 +117,7 @@ def test_a_batch_lets_go_of_its_frames_releases_them_then_calls_after_release(
         del view
         if number == 0:
             assert sink.entered.wait(10)
-    session.finish(FinishReason.STOP)
-    sink.release.set()
-    assert session.join(10)
+    _finish_released(session, sink)
     assert events == [
         "release 0, views alive: 0",
         "sent",
@@ -127,18 +131,13 @@ def test_batches_are_bounded_by_pixel_bytes_not_by_the_budget_cost(tmp_path: Pat
     GATHER_BYTES of pixels, so that the ring's slots come back in steady portions."""
     frame = pattern(1, (64, 64), "uint16")
     per_batch = GATHER_BYTES // frame.nbytes
-    budget = ByteBudget(1 << 30)
-    spec = _spec(tmp_path, "b")
-    sink = GatedSink(spec)
-    sink.prepare()
+    spec, sink, budget = _gated(tmp_path, "b")
     session = Session("b", spec.layout, sink, budget)
     for number in range(per_batch + 101):
         assert budget.acquire(4096, timeout=5)
         session.write(frame, None, 4096)
         if number == 0:
             assert sink.entered.wait(10)
-    session.finish(FinishReason.STOP)
-    sink.release.set()
-    assert session.join(10)
+    _finish_released(session, sink)
     assert sink.batch_sizes == [1, per_batch, 100]
     assert budget.used == 0
