@@ -164,6 +164,35 @@ class Router:
         metadata = None if header.reason is None else {"abort_reason": header.reason}
         return actions + self._finish(header.acquisition, FinishReason.ABORT, metadata)
 
+    def run_follows(self, first: FramesHeader, count: int, sender: str | None) -> bool:
+        """Whether a run of frames messages that each follow the one before (seq and
+        index), ``count`` frames from ``first`` on, is the plain case: the next seq and
+        index of an open acquisition of ``sender``, within its shape. Changes nothing;
+        anything else is routed message by message."""
+        acquisition = self.open.get(first.acquisition)
+        if acquisition is None or acquisition.owner != sender:
+            return False
+        capacity = acquisition.layout.capacity
+        return (
+            first.seq == acquisition.last_seq + 1
+            and first.index == acquisition.next_index
+            and (capacity is None or first.index + count <= capacity)
+        )
+
+    def take_run(
+        self, first: FramesHeader, last: FramesHeader, payload: memoryview, now: float
+    ) -> Write:
+        """Record a run :meth:`run_follows` accepted: the same state as routing its
+        messages one by one, and one Write for all their frames."""
+        acquisition = self.open[first.acquisition]
+        count = last.index + last.count - first.index
+        if payload.nbytes != count * acquisition.layout.frame_bytes:
+            raise ValueError("a run's payload must hold exactly its frames")
+        acquisition.last_seq = last.seq
+        acquisition.next_index += count
+        acquisition.last_activity = now
+        return Write(first.acquisition, first.index, count, payload, None)
+
     def expire(self, now: float) -> list[Action]:
         """Finish every acquisition whose deadline has passed (reason ``timeout``)."""
         due = [name for name, acquisition in self.open.items() if now >= _deadline(acquisition)]

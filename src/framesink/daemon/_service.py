@@ -24,7 +24,14 @@ import zmq
 
 from ..core import DaemonStatus, FinishReason, RunState, SinkFactory, __version__
 from ..tiff import TiffSink
-from ..transport import HANDSHAKE_REFUSED, ControlServer, IngestSource, RingServer, sd_notify
+from ..transport import (
+    HANDSHAKE_REFUSED,
+    ControlServer,
+    IngestSource,
+    Received,
+    RingServer,
+    sd_notify,
+)
 from ._counters import Counters
 from ._dispatch import Dispatcher
 from ._metrics import MetricsServer
@@ -35,6 +42,8 @@ from ._settings import Settings
 log = logging.getLogger(__name__)
 
 RECEIVE_BATCH = 256
+GROUP_BYTES = 256 << 10
+"""Received messages are handled together up to this many bytes (see _receive_batch)."""
 HOUSEKEEPING_S = 1.0
 DRAIN_S = 2.0
 JOIN_S = 600.0
@@ -260,14 +269,27 @@ class Daemon:
 
     def _receive_batch(self, deadline: float | None = None) -> int:
         """Receive up to RECEIVE_BATCH waiting messages, none after ``deadline``;
-        return how many."""
+        return how many.
+
+        They are handled in groups of up to GROUP_BYTES: header-only (shared-memory)
+        messages go many at a time, pixels over the socket one message at a time, so
+        ZeroMQ's high-water mark still bounds what waits outside the queue budget.
+        """
         assert self._source is not None
         received = 0
+        group: list[Received] = []
+        group_bytes = 0
         for message in self._source.receive(RECEIVE_BATCH):
             received += 1
-            self.dispatcher.handle(message.parts, message.sender)
-            if deadline is not None and time.monotonic() >= deadline:
-                break
+            group.append(message)
+            group_bytes += sum(part.nbytes for part in message.parts)
+            if group_bytes >= GROUP_BYTES:
+                self.dispatcher.handle_many(group)
+                group, group_bytes = [], 0
+                if deadline is not None and time.monotonic() >= deadline:
+                    return received
+        if group:
+            self.dispatcher.handle_many(group)
         return received
 
     def _peer_events(self) -> None:

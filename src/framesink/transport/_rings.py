@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import LentSlots
+from ..core import SLOT_ALIGNMENT, LentSlots, WireError
 from ._ring import REGISTER, REGISTER_MAGIC, RELEASE
 
 log = logging.getLogger(__name__)
@@ -64,22 +64,32 @@ class Ring:
         return self.acquisitions > 0 or self.lent.count > 0
 
     def lend(self, offset: int, length: int, acquisition: str) -> RingLease:
+        return self.lend_run(((offset, length),), acquisition)
+
+    def lend_run(self, slots: tuple[tuple[int, int], ...], acquisition: str) -> RingLease:
+        """Lend slots that lie back to back (offset, length each) as one lease; WireError
+        as for one slot when any cannot be lent (then none is)."""
+        offset = slots[0][0]
+        length = sum(slot_length for _, slot_length in slots)
+        if any(slot_offset % SLOT_ALIGNMENT for slot_offset, _ in slots[1:]):
+            raise WireError("bad_shm", f"a slot is not a multiple of {SLOT_ALIGNMENT}", acquisition)
         with self._lock:
             # A publisher that went away still sent these: its ring stays mapped (the
             # seals keep it whole) until its acquisitions end.
             self.lent.take(offset, length, acquisition)
-        return RingLease(self, offset, length)
+        return RingLease(self, offset, length, slots)
 
-    def release(self, offset: int, length: int) -> None:
-        """Free the slot for the publisher (from any thread; never blocks).
+    def release(self, offset: int, slots: tuple[tuple[int, int], ...]) -> None:
+        """Free the lease at ``offset`` for the publisher, one record per slot (from any
+        thread; never blocks).
 
-        The record is sent by the next :meth:`flush`, which whoever releases calls
+        The records are sent by the next :meth:`flush`, which whoever releases calls
         once done (a writer releasing a batch of slots costs one send, not one per slot).
         """
         with self._lock:
             if not self.lent.give_back(offset) or self.connection is None:
                 return
-            self._unsent.append(RELEASE.pack(offset, length))
+            self._unsent.extend(RELEASE.pack(*slot) for slot in slots)
         if self.ending and not self.lent.count:
             self.wake()
 
@@ -132,6 +142,8 @@ class RingLease:
     ring: Ring
     offset: int
     length: int
+    slots: tuple[tuple[int, int], ...]
+    """The publisher's slots (offset, length) the lease spans, released one by one."""
     _released: bool = False
 
     @property
@@ -141,7 +153,7 @@ class RingLease:
     def release(self) -> None:
         if not self._released:
             self._released = True
-            self.ring.release(self.offset, self.length)
+            self.ring.release(self.offset, self.slots)
 
 
 class RingServer:
