@@ -130,6 +130,32 @@ def test_only_listed_clients_get_in(start_daemon: StartDaemon, keys: Keys) -> No
     assert "no valid CURVE handshake" in log
 
 
+def test_the_ring_ingest_socket_takes_the_same_keys(start_daemon: StartDaemon, keys: Keys) -> None:
+    daemon = _secured(start_daemon, keys)
+    ring_ingest = daemon.status().shared_memory_ingest
+    assert ring_ingest is not None
+    frames = pattern(8, (16, 16), "uint16")
+    with Publisher(
+        daemon.ingest,
+        kind="push",
+        control=daemon.control,
+        curve_server_key=keys.server_public,
+        curve_client_key=keys.camera,
+        shared_memory=1 << 20,
+    ) as publisher:
+        run = start_tyx(publisher, "ring", dtype="uint16", frame_shape=(16, 16))
+        for frame in frames:
+            run.send(frame)
+        entry = run.stop(wait=20)
+    assert entry is not None
+    assert (entry.complete, entry.frames_written) == (True, 8)
+    assert (read_tiff(daemon.data_root / "ring" / "ring.ome.tiff")[1] == frames).all()
+
+    _send_plain_start(ring_ingest, "plain")
+    status = daemon.wait_for(lambda s: s.counters.auth_failures >= 1)
+    assert [a.acquisition for a in status.acquisitions] == ["ring"]
+
+
 def test_the_control_endpoint_answers_only_listed_clients(
     start_daemon: StartDaemon, keys: Keys
 ) -> None:

@@ -71,9 +71,39 @@ def test_frames_through_a_ring_are_written_pixel_exact(start_daemon: StartDaemon
     assert _ring_maps(daemon.process.pid) == 0
 
 
+def test_ring_publishers_send_on_the_private_ring_ingest_socket(
+    start_daemon: StartDaemon,
+) -> None:
+    """Every message of a ring acquisition goes to the ring ingest socket (deep queue, no
+    pixels): it arrives even when the publisher's main endpoint leads nowhere."""
+    daemon = start_daemon(socket="pull")
+    status = daemon.status()
+    assert status.shared_memory_ingest == f"ipc://{status.shared_memory}.zmq"
+    ipc_file = Path(status.shared_memory_ingest.removeprefix("ipc://"))
+    assert ipc_file.stat().st_mode & 0o077 == 0
+    frames = pattern(40, SHAPE, "uint16")
+    with zmq.Context() as context, context.socket(zmq.PULL) as nowhere:
+        port = nowhere.bind_to_random_port("tcp://127.0.0.1")
+        with Publisher(
+            f"tcp://127.0.0.1:{port}", kind="push", control=daemon.control, shared_memory=RING
+        ) as pub:
+            run = start_tyx(pub, "private", dtype="uint16", frame_shape=SHAPE)
+            for frame in frames:
+                run.send(frame)
+            entry = run.stop(wait=30)
+        assert nowhere.poll(0) == 0, "nothing went to the main endpoint"
+        nowhere.close(linger=0)
+    assert entry is not None
+    assert (entry.frames_written, entry.complete) == (40, True)
+    np.testing.assert_array_equal(
+        read_tiff(daemon.data_root / "private" / "private.ome.tiff")[1], frames
+    )
+
+
 def test_a_daemon_that_refuses_shared_memory_makes_start_raise(start_daemon: StartDaemon) -> None:
     daemon = start_daemon(socket="pull", env={"FRAMESINK_SHARED_MEMORY": "false"})
     assert daemon.status().shared_memory is None
+    assert daemon.status().shared_memory_ingest is None
     with (
         Publisher(daemon.ingest, kind="push", control=daemon.control, shared_memory=RING) as pub,
         pytest.raises(PublishError, match="does not accept shared memory"),

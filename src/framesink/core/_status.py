@@ -146,6 +146,8 @@ class DaemonStatus(BaseModel):
     queue_limit_bytes: int
     metrics: str | None = None
     shared_memory: str | None = None
+    shared_memory_ingest: str | None = None
+    """Where publishers of a ring send their messages (headers only); None without."""
     counters: CounterValues
     acquisitions: list[AcquisitionEntry]
     recent_errors: list[Rejection]

@@ -130,8 +130,9 @@ class Counters:
         self.add(Counter.PEER_DISCONNECTS)
         log.info(
             "publisher %s disconnected; if it did not close its socket, it may have sent a "
-            "message larger than max_message_bytes (%d), which ZeroMQ drops together with "
-            "the connection",
+            "message larger than this socket allows (%d bytes: max_message_bytes, or "
+            "max_header_bytes on the ring publishers' socket), which ZeroMQ drops together "
+            "with the connection",
             endpoint,
             max_message_bytes,
         )

@@ -110,14 +110,17 @@ class Dispatcher:
         back in one ring are applied as one write when they are the plain case: at
         camera rates of small frames that spares most of the per-message work.
         """
+        max_header_bytes = int(self.settings.max_header_bytes)
         with self._lock:
+            self.counters.add(Counter.MESSAGES, len(messages))
             run: list[Message] = []
             run_sender: str | None = None
             for received in messages:
-                self.counters.add(Counter.MESSAGES)
-                message: Message | None = None
-                with self._rejecting():
-                    message = decode(received.parts, int(self.settings.max_header_bytes))
+                try:
+                    message: Message | None = decode(received.parts, max_header_bytes)
+                except Exception as exc:  # noqa: BLE001 - WireError or a bug: _reject counts and logs it
+                    self._reject(exc)
+                    message = None
                 if (
                     message is not None
                     and run
@@ -141,15 +144,20 @@ class Dispatcher:
         """A message that cannot be applied is rejected with its reason and counted."""
         try:
             yield
-        except WireError as exc:
-            self.counters.reject(exc)
-        except Exception as exc:  # a bug hit by one message must not take the daemon down
-            log.exception("internal error while handling a message; it is rejected")
-            self.counters.reject(WireError("internal_error", f"{type(exc).__name__}: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - WireError or a bug: _reject counts and logs it
+            self._reject(exc)
         finally:
             if self._lease is not None:  # not handed to a writer: free it now
                 self._lease.release()
                 self._lease = None
+
+    def _reject(self, exc: Exception) -> None:
+        if isinstance(exc, WireError):
+            self.counters.reject(exc)
+            return
+        # A bug hit by one message must not take the daemon down.
+        log.error("internal error while handling a message; it is rejected", exc_info=exc)
+        self.counters.reject(WireError("internal_error", f"{type(exc).__name__}: {exc}"))
 
     def _route(self, message: Message, sender: str | None) -> None:
         with self._rejecting():

@@ -73,6 +73,8 @@ class Daemon:
         self._stop_requested = threading.Event()
         self._context: zmq.Context[Any] = zmq.Context()
         self._source: IngestSource | None = None
+        self._ring_source: IngestSource | None = None
+        """Headers of ring publishers, on their own socket: a deep queue costs no memory."""
         self._control: ControlServer | None = None
         self._rings: RingServer | None = None
         self._wakeup_read, self._wakeup_write = os.pipe()
@@ -166,16 +168,40 @@ class Daemon:
                 ring_socket_path(settings), int(settings.max_ring_bytes), log.warning, self._wake
             )
             self.dispatcher.rings = self._rings
+            self._ring_source = self._open_ring_source(self._rings.path)
         self._control.start()
         self._check_disk()
+
+    def _open_ring_source(self, rings: Path) -> IngestSource:
+        """A PULL socket beside the ring socket, private to this user like it.
+
+        Messages of ring publishers are headers (the pixels are in the ring), so its
+        queue may be deep: each wake-up of the receive loop then takes many messages.
+        """
+        previous = os.umask(0o177)
+        try:
+            return IngestSource(
+                self._context,
+                kind="pull",
+                bind=[f"ipc://{rings}.zmq"],
+                connect=[],
+                receive_hwm=self.settings.ring_receive_hwm,
+                max_message_bytes=int(self.settings.max_header_bytes),
+                certificate=self._security.certificate,
+            )
+        finally:
+            os.umask(previous)
+
+    def _sources(self) -> list[IngestSource]:
+        return [s for s in (self._source, self._ring_source) if s is not None]
 
     def _shutdown(self) -> None:
         self.state = RunState.DRAINING
         sd_notify("STOPPING=1")
         try:
-            if self._source is not None:
-                self._drain_socket()
-                self._source.close()
+            self._drain_socket()
+            for source in self._sources():
+                source.close()
             self.dispatcher.finish_all(FinishReason.SHUTDOWN)
             self.dispatcher.join(JOIN_S)
         finally:
@@ -199,15 +225,17 @@ class Daemon:
         space at the deadline has its frames recorded missing.
         """
         deadline = self.dispatcher.close_intake(DRAIN_S)
-        while time.monotonic() < deadline and self._receive_batch(deadline):
-            continue
+        for source in self._sources():
+            while time.monotonic() < deadline and self._receive_batch(source, deadline):
+                continue
 
     # -- the receive loop --------------------------------------------------------------
     def _loop(self) -> None:
-        assert self._source is not None
+        sources = self._sources()
         poller = zmq.Poller()
-        poller.register(self._source.socket, zmq.POLLIN)
-        poller.register(self._source.monitor, zmq.POLLIN)
+        for source in sources:
+            poller.register(source.socket, zmq.POLLIN)
+            poller.register(source.monitor, zmq.POLLIN)
         poller.register(self._wakeup_read, zmq.POLLIN)
         rings = self._rings
         watched: set[int] = set()
@@ -226,10 +254,12 @@ class Daemon:
                 self._reload_requested.clear()
                 self._security.reload()
             drained = True
-            if self._source.socket in events:
-                drained = self._receive_batch(self.dispatcher.intake_deadline) < RECEIVE_BATCH
-            if self._source.monitor in events:
-                self._peer_events()
+            for source in sources:
+                if source.socket in events:
+                    taken = self._receive_batch(source, self.dispatcher.intake_deadline)
+                    drained = drained and taken < RECEIVE_BATCH
+                if source.monitor in events:
+                    self._peer_events(source)
             if rings is not None:
                 self._ring_events(rings, events, watched)
                 rings.flush()
@@ -267,7 +297,7 @@ class Daemon:
             while os.read(self._wakeup_read, 512):
                 continue
 
-    def _receive_batch(self, deadline: float | None = None) -> int:
+    def _receive_batch(self, source: IngestSource, deadline: float | None = None) -> int:
         """Receive up to RECEIVE_BATCH waiting messages, none after ``deadline``;
         return how many.
 
@@ -275,14 +305,13 @@ class Daemon:
         messages go many at a time, pixels over the socket one message at a time, so
         ZeroMQ's high-water mark still bounds what waits outside the queue budget.
         """
-        assert self._source is not None
         received = 0
         group: list[Received] = []
         group_bytes = 0
-        for message in self._source.receive(RECEIVE_BATCH):
+        for message in source.receive(RECEIVE_BATCH):
             received += 1
             group.append(message)
-            group_bytes += sum(part.nbytes for part in message.parts)
+            group_bytes += sum(map(len, message.parts))  # 1-D byte views: len == nbytes
             if group_bytes >= GROUP_BYTES:
                 self.dispatcher.handle_many(group)
                 group, group_bytes = [], 0
@@ -292,10 +321,9 @@ class Daemon:
             self.dispatcher.handle_many(group)
         return received
 
-    def _peer_events(self) -> None:
+    def _peer_events(self, source: IngestSource) -> None:
         """Log publisher disconnects: ZeroMQ also drops a peer that sent an oversize message."""
-        assert self._source is not None
-        events = self._source.peer_events()
+        events = source.peer_events()
         for endpoint in events.handshake_failures:
             if self._security.enabled:
                 self._auth_refused(endpoint, HANDSHAKE_REFUSED)
@@ -303,7 +331,7 @@ class Daemon:
                 log.info("a peer on %s failed the ZeroMQ handshake (does it use CURVE?)", endpoint)
         for endpoint in events.disconnects:
             with self.dispatcher.locked():
-                self.counters.peer_disconnected(endpoint, int(self.settings.max_message_bytes))
+                self.counters.peer_disconnected(endpoint, source.max_message_bytes)
 
     @staticmethod
     def _ring_events(rings: RingServer, events: dict[Any, int], watched: set[int]) -> None:
@@ -365,6 +393,9 @@ class Daemon:
                 queue_limit_bytes=dispatcher.budget.limit,
                 metrics=None if self._metrics is None else self._metrics.url,
                 shared_memory=None if self._rings is None else str(self._rings.path),
+                shared_memory_ingest=(
+                    None if self._ring_source is None else self._ring_source.endpoints[0]
+                ),
                 counters=counters,
                 acquisitions=[*live, *recent],
                 recent_errors=list(self.counters.recent_errors)[-10:],

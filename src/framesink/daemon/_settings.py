@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="Unix socket for ring registration (default: in $RUNTIME_DIRECTORY or "
         "the temporary folder, named after the daemon's pid).",
     )
+    ring_receive_hwm: int = Field(
+        1000,
+        ge=1,
+        description="ZeroMQ receive high-water mark (messages) of the socket ring publishers "
+        "send their headers on (no pixels: at most max_header_bytes a part).",
+    )
     max_ring_bytes: ByteSize = Field(
         ByteSize(64 << 30), description="Largest shared-memory ring a publisher may register."
     )

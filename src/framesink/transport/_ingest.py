@@ -56,6 +56,7 @@ class IngestSource:
             secure_server(self.socket, certificate)
         self.socket.setsockopt(zmq.RCVHWM, receive_hwm)
         self.socket.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
+        self.max_message_bytes = max_message_bytes
         if socket_type == zmq.SUB:
             for prefix in subscribe:
                 self.socket.setsockopt(zmq.SUBSCRIBE, prefix.encode())

@@ -79,11 +79,11 @@ class Publisher:
         self.topic = topic.encode() if isinstance(topic, str) else topic
         self._context = context or zmq.Context.instance()
         self._socket = self._context.socket(zmq.XPUB if kind == "pub" else zmq.PUSH)
-        if keys is not None:
-            keys.apply(self._socket)
-        self._socket.setsockopt(zmq.LINGER, int(send_timeout * 1000))
-        self._socket.setsockopt(zmq.SNDHWM, high_water_mark)
-        self._socket.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
+        self._keys = keys
+        self._high_water_mark = high_water_mark
+        self._configure(self._socket)
+        self._ring_socket: zmq.Socket[Any] | None = None
+        """Where messages go once a ring is registered (the daemon's ring ingest)."""
         self._subscribers = 0
         self.endpoints: list[str] = []
         for endpoint in [endpoints] if isinstance(endpoints, str) else endpoints:
@@ -93,6 +93,13 @@ class Publisher:
             else:
                 self._socket.connect(endpoint)
                 self.endpoints.append(endpoint)
+
+    def _configure(self, socket: zmq.Socket[Any]) -> None:
+        if self._keys is not None:
+            self._keys.apply(socket)
+        socket.setsockopt(zmq.LINGER, int(self.send_timeout * 1000))
+        socket.setsockopt(zmq.SNDHWM, self._high_water_mark)
+        socket.setsockopt(zmq.SNDTIMEO, int(self.send_timeout * 1000))
 
     def wait_for_subscribers(self, count: int = 1, timeout: float = 10.0) -> None:
         """Block until ``count`` subscriptions matching our topic arrived (PUB mode)."""
@@ -131,8 +138,9 @@ class Publisher:
         endpoint until the daemon shows the acquisition; PublishError with its reason
         if it refused it (within ``confirm_timeout``, default the send timeout).
         """
-        self.wait_for_subscribers(1, subscriber_timeout)
         ring = self._ring_token()
+        if self._ring_socket is None:
+            self.wait_for_subscribers(1, subscriber_timeout)
         before = self._status() if (ring is not None if confirm is None else confirm) else None
         dump = (
             metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
@@ -174,20 +182,30 @@ class Publisher:
             return None
         if self.ring.token is not None:
             return self.ring.token
-        path = self._status().shared_memory
+        status = self._status()
+        path = status.shared_memory
         if path is None:
             raise PublishError(
                 "the daemon does not accept shared memory (its setting shared_memory is "
                 "off); leave shared_memory unset to send pixels over the socket"
             )
         try:
-            return self.ring.register(path)
+            token = self.ring.register(path)
         except RingError as exc:
             raise PublishError(str(exc)) from None
+        if status.shared_memory_ingest is not None:
+            self._ring_socket = self._context.socket(zmq.PUSH)
+            self._configure(self._ring_socket)
+            self._ring_socket.connect(status.shared_memory_ingest)
+        return token
 
     def send(self, parts: Sequence[Any], copy: bool = False) -> None:
-        """Send one raw multipart message (zero-copy for buffers by default)."""
-        sock, last = self._socket, len(parts) - 1
+        """Send one raw multipart message (zero-copy for buffers by default).
+
+        Once a ring is registered, every message goes to the daemon's ring ingest
+        socket (headers only; one socket keeps them in order).
+        """
+        sock, last = self._ring_socket or self._socket, len(parts) - 1
         try:
             # Part by part with plain int flags: half the cost of send_multipart per
             # message, which counts at tens of thousands of frames per second.
@@ -200,6 +218,8 @@ class Publisher:
 
     def close(self) -> None:
         self._socket.close()
+        if self._ring_socket is not None:
+            self._ring_socket.close()
         if self.control_client is not None:
             self.control_client.close()
         if self.ring is not None:
