@@ -21,14 +21,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from framesink.core import LentSlots, Router, frames_header, pack_header, start_header
+from framesink.core import (
+    LentSlots,
+    Router,
+    SinkSpec,
+    frames_header,
+    pack_header,
+    start_header,
+)
 from framesink.daemon._counters import Counters
 from framesink.daemon._dispatch import Dispatcher
+from framesink.daemon._session import GATHER_BYTES
 from framesink.daemon._settings import Settings
 from framesink.tiff import TiffSink, read_record
 from framesink.transport import Received, Ring, SharedRing
 
-from ..helpers import end_parts, read_tiff
+from ..helpers import GatedSink, end_parts, read_tiff
 
 TOKEN = "0" * 32
 RING_BYTES = 4 << 20
@@ -200,3 +208,39 @@ def test_a_run_releases_every_one_of_its_slots(tmp_path: Path, shared_ring: Shar
     assert read_record(tmp_path / "a").frames_written == 6
     publisher_end.close()
     daemon_end.close()
+
+
+def test_a_batch_written_from_a_ring_holds_at_most_a_quarter_of_it(
+    tmp_path: Path, shared_ring: SharedRing
+) -> None:
+    """Slots come back to the publisher while most of the ring is still its own to fill
+    (with the socket path's gather bound, one batch would have held the whole ring)."""
+    sinks: list[GatedSink] = []
+
+    def gated(spec: SinkSpec) -> GatedSink:
+        sinks.append(GatedSink(spec))
+        return sinks[-1]
+
+    root = tmp_path / "gated"
+    root.mkdir()
+    dispatcher = Dispatcher(Settings(data_root=root, fsync_interval=0), Counters(), gated)
+    memory = mmap.mmap(shared_ring.fileno(), RING_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
+    ring = Ring(TOKEN, RING_BYTES, memory, None, LentSlots(RING_BYTES), os.getpid())
+    dispatcher.rings = _Rings(ring)  # type: ignore[assignment]
+    traffic = Traffic(shared_ring)
+    traffic.start("a", None)
+    count = 600
+    for _ in range(count):
+        traffic.frames("a", 1, "")
+    traffic.stop("a")
+    for number, parts in enumerate(traffic.messages):  # one by one: each frame its own write
+        dispatcher.handle([memoryview(part) for part in parts])
+        if number == 1:
+            assert sinks[0].entered.wait(10), "the first frame's write holds the writer"
+    sinks[0].release.set()
+    dispatcher.join(30)
+
+    per_batch = (RING_BYTES // 4) // FRAME_BYTES
+    assert per_batch < count - 1 < GATHER_BYTES // FRAME_BYTES
+    assert sinks[0].batch_sizes == [1, per_batch, per_batch, count - 1 - 2 * per_batch]
+    assert read_record(root / "a").frames_written == count

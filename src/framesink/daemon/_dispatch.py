@@ -41,7 +41,7 @@ from ..core import (
 )
 from ..transport import Received, Ring, RingLease, RingServer
 from ._counters import Counters
-from ._session import Session, WriteTimer
+from ._session import GATHER_BYTES, Session, WriteTimer, ring_gather_bytes
 from ._settings import Settings
 
 log = logging.getLogger(__name__)
@@ -321,6 +321,7 @@ class Dispatcher:
             self.budget,
             write_timer=self.write_timer,
             after_release=None if ring is None else ring.flush,
+            gather_bytes=GATHER_BYTES if ring is None else ring_gather_bytes(ring.size),
         )
         self.sessions.append(session)
         self.receiving[action.acquisition] = session

@@ -34,8 +34,19 @@ log = logging.getLogger(__name__)
 
 QUEUE_WAIT = 5.0
 GATHER_BYTES = 16 << 20
-"""Queued frames up to this many pixel bytes are written together (few large writes,
-and slots of a shared-memory ring go back to the publisher in steady portions)."""
+"""Queued frames up to this many pixel bytes are written together by default: few
+large writes, and the queue budget they hold comes back in steady portions."""
+RING_GATHER_BYTES = 64 << 20
+"""The most a batch written straight from a shared-memory ring holds (see
+:func:`ring_gather_bytes`)."""
+
+
+def ring_gather_bytes(ring_size: int) -> int:
+    """How much of a ring one batch may hold: a quarter of it, so that the publisher
+    keeps three quarters to fill while the batch is written, and at most
+    RING_GATHER_BYTES. Large batches matter here: each direct write has a fixed cost
+    in the kernel that a few large writes pay less often."""
+    return max(1, min(RING_GATHER_BYTES, ring_size // 4))
 
 
 @dataclass(frozen=True)
@@ -83,10 +94,13 @@ class Session:
         *,
         write_timer: WriteTimer | None = None,
         after_release: Callable[[], None] | None = None,
+        gather_bytes: int = GATHER_BYTES,
     ) -> None:
         """``after_release`` is called once a written batch's frames are released (a
-        shared-memory ring sends the batch's releases then)."""
+        shared-memory ring sends the batch's releases then); a batch holds at most
+        ``gather_bytes`` of pixels (one chunk always fits)."""
         self.acquisition = acquisition
+        self._gather_bytes = gather_bytes
         self._write_timer = write_timer
         self._after_release = after_release
         self.layout = layout
@@ -212,19 +226,20 @@ class Session:
             self._done.set()
 
     def _gather(self, first: _WriteItem) -> tuple[list[_WriteItem], _Item | None]:
-        """The write items queued behind ``first`` (up to GATHER_BYTES of pixels) and the
-        next other item."""
+        """The write items queued behind ``first`` (up to ``gather_bytes`` of pixels) and
+        the next other item."""
         writes, size = [first], first.chunk.frames.nbytes
-        while size < GATHER_BYTES:
+        while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                break
+                return writes, None
             if not isinstance(item, _WriteItem):
                 return writes, item
-            writes.append(item)
             size += item.chunk.frames.nbytes  # not item.nbytes: a ring slot costs 4 KiB
-        return writes, None
+            if size > self._gather_bytes:
+                return writes, item
+            writes.append(item)
 
     def _write(self, writes: list[_WriteItem]) -> None:
         frames = sum(len(item.chunk) for item in writes)
