@@ -24,6 +24,7 @@ import pytest
 from framesink.core import (
     LentSlots,
     Router,
+    SinkFactory,
     SinkSpec,
     frames_header,
     pack_header,
@@ -125,9 +126,14 @@ def shared_ring() -> Iterator[SharedRing]:
     ring.close()
 
 
-def _dispatcher(root: Path, ring: SharedRing, connection: socket.socket | None) -> Dispatcher:
+def _dispatcher(
+    root: Path,
+    ring: SharedRing,
+    connection: socket.socket | None,
+    sink_factory: SinkFactory = TiffSink,
+) -> Dispatcher:
     root.mkdir(exist_ok=True)
-    dispatcher = Dispatcher(Settings(data_root=root, fsync_interval=0), Counters(), TiffSink)
+    dispatcher = Dispatcher(Settings(data_root=root, fsync_interval=0), Counters(), sink_factory)
     memory = mmap.mmap(ring.fileno(), RING_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
     daemon_ring = Ring(TOKEN, RING_BYTES, memory, connection, LentSlots(RING_BYTES), os.getpid())
     dispatcher.rings = _Rings(daemon_ring)  # type: ignore[assignment]
@@ -222,11 +228,7 @@ def test_a_batch_written_from_a_ring_holds_at_most_a_quarter_of_it(
         return sinks[-1]
 
     root = tmp_path / "gated"
-    root.mkdir()
-    dispatcher = Dispatcher(Settings(data_root=root, fsync_interval=0), Counters(), gated)
-    memory = mmap.mmap(shared_ring.fileno(), RING_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
-    ring = Ring(TOKEN, RING_BYTES, memory, None, LentSlots(RING_BYTES), os.getpid())
-    dispatcher.rings = _Rings(ring)  # type: ignore[assignment]
+    dispatcher = _dispatcher(root, shared_ring, None, gated)
     traffic = Traffic(shared_ring)
     traffic.start("a", None)
     count = 600
