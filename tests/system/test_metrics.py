@@ -59,7 +59,10 @@ def test_metrics_equal_the_status_during_and_after_an_acquisition(
         push.connect(daemon.ingest[0])
         orphan = {"v": 1, "type": "stop", "acquisition": "nobody", "seq": 1}
         push.send_multipart([b"", msgpack.packb(orphan)])
-    status = daemon.wait_for(lambda s: s.counters.orphan_messages == 1)
+    # Both peers (the publisher and the orphan's socket) are gone: nothing counts on.
+    status = daemon.wait_for(
+        lambda s: s.counters.orphan_messages == 1 and s.counters.peer_disconnects == 2
+    )
 
     scraped = _scrape(url)
     assert {name: scraped[name] for name in _counters(status)} == _counters(status)
