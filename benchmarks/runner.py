@@ -39,7 +39,7 @@ import tifffile
 from framesink import AcquisitionRecord, ControlClient, StreamWriter
 from framesink.cli import ProgressBar
 from framesink.daemon import serve_command, wait_until_ready
-from framesink.tiff import read_record
+from framesink.store import read_record
 
 from . import minimal, publisher, report
 from .cases import POOL, Case, Memory, Options, Result, frame_pool, frame_stack
@@ -177,7 +177,7 @@ def run_daemon(
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(300)
     record = read_record(root / "bench")
-    pages = count_pages(root / "bench" / record.files.tiff)
+    pages = count_pages(root / "bench" / record.files.image)
     shutil.rmtree(root)
     return DaemonRun(record, pages, ingest, total, sampler.peak, sampler.cpu_s, sampler.peak_shared)
 
@@ -231,7 +231,7 @@ def in_process(options: Options, case: Case) -> Result:
     ingest = time.perf_counter() - start
     record = writer.finalize()
     total = time.perf_counter() - start
-    pages = count_pages(folder / record.files.tiff)
+    pages = count_pages(folder / record.files.image)
     shutil.rmtree(folder)
     return Result.timed(
         case,

@@ -15,7 +15,7 @@ import pytest
 
 from framesink.core import SinkFactory
 from framesink.daemon import Daemon, load_settings
-from framesink.tiff import TiffSink
+from framesink.formats import open_sink
 from framesink.transport import ControlClient, ControlError
 
 from .helpers import DaemonProcess, launch_daemon
@@ -64,7 +64,7 @@ def in_process_daemon(
     monkeypatch.delenv("FRAMESINK_CONFIG", raising=False)
     running: list[InProcessDaemon] = []
 
-    def start(sink_factory: SinkFactory = TiffSink, **settings: Any) -> InProcessDaemon:
+    def start(sink_factory: SinkFactory = open_sink, **settings: Any) -> InProcessDaemon:
         number = len(running)
         ingest, control = f"ipc://{tmp_path}/in{number}", f"ipc://{tmp_path}/ctl{number}"
         root = tmp_path / f"root{number}"

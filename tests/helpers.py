@@ -35,7 +35,7 @@ from framesink.core import (
     start_header,
 )
 from framesink.daemon import serve_command
-from framesink.tiff import TiffSink
+from framesink.formats import open_sink
 from framesink.transport import (
     ClientKeys,
     ControlClient,
@@ -320,7 +320,7 @@ class DelegatingSink:
     """A FrameSink that hands everything to a real TIFF sink; tests override one step."""
 
     def __init__(self, spec: SinkSpec) -> None:
-        self.inner = TiffSink(spec)
+        self.inner = open_sink(spec)
 
     def prepare(self) -> None:
         self.inner.prepare()

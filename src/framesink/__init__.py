@@ -13,13 +13,15 @@ from .core import (
     DaemonStatus,
     FinishReason,
     FrameLayout,
+    FramesinkError,
     LayoutError,
     MetaData,
     OutputParameters,
     WriteError,
     __version__,
 )
-from .tiff import RecoveryError, StreamWriter, recover, save_config_frames
+from .formats import StreamWriter, recover, save_config_frames
+from .store import RecoveryError
 from .transport import ControlClient, ControlError, PublishedAcquisition, Publisher, PublishError
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "DaemonStatus",
     "FinishReason",
     "FrameLayout",
+    "FramesinkError",
     "LayoutError",
     "MetaData",
     "OutputParameters",

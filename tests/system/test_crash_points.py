@@ -61,11 +61,11 @@ CRASH_POINTS = [
     "tifffile:TiffWriter.close:after:1",
     "framesink.tiff._ifds:_link:before:1",
     "framesink.tiff._ifds:_link:after:1",
-    "framesink.tiff._writer:StreamWriter._embed_ome_xml:after:1",
+    "framesink.tiff._image:TiffImage.describe:after:1",
     "os:replace:before:1",
     "os:replace:after:1",
     "os:replace:before:2",
-    "framesink.tiff._journal:Journal.remove:before:1",
+    "framesink.store._journal:Journal.remove:before:1",
 ]
 
 

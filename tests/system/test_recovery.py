@@ -17,7 +17,7 @@ import tifffile
 
 from framesink import RecoveryError, recover
 from framesink.core import JOURNAL_FILE, RECOVERY_FAILED_FILE
-from framesink.tiff import find_interrupted
+from framesink.store import find_interrupted
 
 from ..helpers import DaemonProcess, pattern, read_metadata, read_tiff, validate_ome
 
@@ -188,7 +188,7 @@ def test_single_frame_closed_file_is_not_misread(tmp_path: Path) -> None:
         tmp_path, "one", {"axes": "YX"}, dtype="uint8", frame_shape=(2, 2), fsync_interval=None
     )
     writer.write(np.full((2, 2), 9, "uint8"))
-    writer._close_tiff()  # closed, OME-XML not yet embedded: a crash at this point
+    writer._close_image()  # closed, OME-XML not yet embedded: a crash at this point
     writer._journal.close()
     (record,) = recover(tmp_path)
     assert (record.frames_written, record.shape) == (1, [2, 2])

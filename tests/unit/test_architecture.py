@@ -1,4 +1,4 @@
-"""Dependencies point one way: front end -> daemon -> IO adapters -> pure core.
+"""Dependencies point one way: front end -> daemon -> formats -> IO adapters -> pure core.
 
 A module's layer is read from its path (``framesink/<layer>/...``). Every import is
 seen: absolute and relative, ``import x`` and ``from x import y``, at top level or
@@ -19,9 +19,25 @@ SOURCE = Path(__file__).parents[2] / "src"
 PACKAGE = SOURCE / "framesink"
 README = Path(__file__).parents[2] / "README.md"
 
-RANK = {"core": 0, "tiff": 1, "transport": 1, "api": 2, "daemon": 2, "mmcore": 2, "cli": 3}
-"""A layer may import its own package and layers of lower rank only (the two IO
-adapters, of equal rank, do not import each other; ``api`` is ``framesink/__init__``)."""
+RANK = {
+    "core": 0,
+    "store": 1,
+    "transport": 1,
+    "tiff": 2,
+    "formats": 3,
+    "api": 4,
+    "daemon": 4,
+    "mmcore": 4,
+    "cli": 5,
+}
+"""A layer may import its own package and layers of lower rank only (layers of equal
+rank do not import each other: the store and the transports, one format package and
+another; ``api`` is ``framesink/__init__``)."""
+FORMAT_PACKAGES = {"tiff"}
+"""Packages that encode one storage format; only :mod:`framesink.formats` lists them."""
+REGISTRY = "formats"
+DAEMON_DOOR_TO_FORMATS = "framesink.daemon._service"
+"""The one daemon module that reaches the formats (through their registry)."""
 TOP_LEVEL = {"__init__": "api", "__main__": "cli"}
 
 
@@ -123,7 +139,8 @@ BUDGET = PACKAGE / "core" / "_budget.py"
         "import framesink.daemon._service as service",
         "from framesink import daemon",
         "from framesink import Publisher",
-        "from ..tiff._writer import StreamWriter",
+        "from ..store._writer import AcquisitionWriter",
+        "from ..formats import StreamWriter",
         "def later() -> None:\n    from framesink.transport import Publisher",
         "import importlib\nimportlib.import_module('framesink.daemon')",
     ],
@@ -134,8 +151,53 @@ def test_a_planted_upward_import_is_caught(planted: str) -> None:
 
 
 def test_the_io_adapters_do_not_import_each_other() -> None:
-    assert upward_imports("framesink.tiff._writer", "from ..transport import Publisher\n")
-    assert upward_imports("framesink.transport._publisher", "from framesink.tiff import recover\n")
+    assert upward_imports("framesink.store._writer", "from ..transport import Publisher\n")
+    assert upward_imports("framesink.transport._publisher", "from framesink.store import recover\n")
+    assert upward_imports("framesink.store._writer", "from ..tiff import OmeTiffFormat\n")
+
+
+def format_imports(module: str, source: str, is_package: bool = False) -> set[str]:
+    """The format packages and registry that ``module`` reaches, when it should not."""
+    if layer_of(module) != "daemon" or module == DAEMON_DOOR_TO_FORMATS:
+        reachable = set(FORMAT_PACKAGES)
+    else:
+        reachable = {*FORMAT_PACKAGES, REGISTRY}
+    if layer_of(module) in {REGISTRY, *FORMAT_PACKAGES}:
+        return set()
+    return {
+        target
+        for target in imported_modules(module, source, is_package)
+        if layer_of(target) in reachable
+    }
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_format_packages_are_reached_through_the_registry_only(path: Path) -> None:
+    """No module names a format package but the registry; in the daemon one module
+    reaches the registry."""
+    module = module_name(path)
+    found = format_imports(module, path.read_text(), _is_package(path))
+    assert not found, f"{module} reaches the formats {found} outside their registry"
+
+
+@pytest.mark.parametrize(
+    ("module", "planted"),
+    [
+        ("framesink.daemon._dispatch", "from ..formats import open_sink"),
+        ("framesink.daemon._recovering", "from framesink.formats import recover_each"),
+        ("framesink.daemon._service", "from ..tiff import OmeTiffFormat"),
+        ("framesink.cli._main", "from ..tiff._format import OmeTiffFormat"),
+        ("framesink.store._writer", "import framesink.tiff"),
+    ],
+)
+def test_a_planted_format_import_is_caught(module: str, planted: str) -> None:
+    path = SOURCE.joinpath(*module.split(".")).with_suffix(".py")
+    assert format_imports(module, path.read_text() + "\n" + planted + "\n")
+
+
+def test_the_daemon_reaches_the_registry_through_its_one_module() -> None:
+    path = SOURCE.joinpath(*DAEMON_DOOR_TO_FORMATS.split(".")).with_suffix(".py")
+    assert "framesink.formats" in imported_modules(DAEMON_DOOR_TO_FORMATS, path.read_text())
 
 
 def test_the_clean_budget_module_passes() -> None:

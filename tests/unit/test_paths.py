@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from framesink import StreamWriter
-from framesink.core import ExistsPolicy, printable
-from framesink.tiff import Folder, PathError, open_output_folder
+from framesink.core import ExistsPolicy, OutputFiles, printable
+from framesink.store import Folder, PathError, open_output_folder
+
+CAM = OutputFiles("cam", ".ome.tiff")
 
 
 def _open(root: Path, output_path: str, name: str, policy: ExistsPolicy) -> Path:
-    folder = open_output_folder(root, output_path, name, policy)
+    folder = open_output_folder(root, output_path, OutputFiles(name, ".ome.tiff"), policy)
     folder.close()
     return folder.path
 
@@ -90,13 +92,13 @@ def test_a_planted_link_is_never_written_through(tmp_path: Path, planted: str) -
     (root / "exp" / planted).symlink_to(outside)
     if planted.endswith("frames.jsonl"):
         outside.write_text("victim\n")
-        folder = open_output_folder(root, "exp", "cam", ExistsPolicy.INCREMENT)
+        folder = open_output_folder(root, "exp", CAM, ExistsPolicy.INCREMENT)
         with StreamWriter(folder, "cam", {"axes": "TYX"}, dtype="uint8", frame_shape=(2, 2)) as w:
             w.write(np.ones((2, 2), "uint8"), [{"delta_t": 0.0}])
         assert outside.read_text() == "victim\n"
         assert not (root / "exp" / planted).is_symlink()
         return
-    folder = open_output_folder(root, "exp", "cam", ExistsPolicy.INCREMENT)
+    folder = open_output_folder(root, "exp", CAM, ExistsPolicy.INCREMENT)
     assert folder.path == root / "exp_1", "a folder holding the link is taken"
     folder.close()
     assert not outside.exists()
@@ -119,7 +121,7 @@ def test_a_folder_swapped_for_a_link_after_opening_changes_nothing(tmp_path: Pat
     root, outside = tmp_path / "root", tmp_path / "outside"
     root.mkdir()
     outside.mkdir()
-    folder = open_output_folder(root, "exp/run", "cam", ExistsPolicy.INCREMENT)
+    folder = open_output_folder(root, "exp/run", CAM, ExistsPolicy.INCREMENT)
     os.rename(root / "exp", root / "moved")
     (root / "exp").symlink_to(outside)
     with StreamWriter(folder, "cam", {"axes": "TYX"}, dtype="uint8", frame_shape=(2, 2)) as w:

@@ -1,4 +1,4 @@
-"""Property-based tests: random and mutated input never escapes as anything but WireError."""
+"""Property-based tests: random and mutated input never escapes as anything but RefusalError."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from framesink.core import (
     Finish,
     Message,
     Open,
+    RefusalError,
     Router,
     SeqGap,
     Skip,
-    WireError,
     Write,
     decode,
     end_header,
@@ -54,7 +54,7 @@ msgpack_values = st.recursive(
 def _decode_or_reject(parts: list[bytes]) -> Message | None:
     try:
         return decode(parts)
-    except WireError as error:
+    except RefusalError as error:
         assert error.reason
         assert error.detail
         return None
@@ -151,7 +151,7 @@ def test_router_accounts_for_every_frame(
             continue
         try:
             actions = router.route(message, now)
-        except WireError as error:
+        except RefusalError as error:
             assert error.reason
             continue
         for action in actions:

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from framesink.core import SLOT_ALIGNMENT, LentSlots, RingAllocator, WireError, slot_size
+from framesink.core import SLOT_ALIGNMENT, LentSlots, RefusalError, RingAllocator, slot_size
 
 
 def test_slots_wrap_around_and_come_back_out_of_order() -> None:
@@ -56,7 +56,7 @@ def test_the_daemon_refuses_slots_out_of_range_misaligned_or_still_lent() -> Non
         (100, 10, "bad_shm", "multiple"),
         (15 * SLOT_ALIGNMENT, 2 * SLOT_ALIGNMENT, "bad_shm", "outside"),
     ]:
-        with pytest.raises(WireError, match=words) as refused:
+        with pytest.raises(RefusalError, match=words) as refused:
             slots.take(offset, length, "acq")
         assert (refused.value.reason, refused.value.acquisition) == (reason, "acq")
     slots.take(3 * SLOT_ALIGNMENT, SLOT_ALIGNMENT)

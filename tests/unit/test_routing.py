@@ -11,10 +11,10 @@ from framesink.core import (
     FinishReason,
     Message,
     Open,
+    RefusalError,
     Router,
     SeqGap,
     Skip,
-    WireError,
     Write,
     decode,
     end_header,
@@ -79,7 +79,7 @@ def test_a_full_bounded_shape_drops_the_rest_and_waits_for_its_stop() -> None:
     assert router.route(_frames("a", 2, 6, 1), 0) == [Drop("a", 1)]
     stop = decode(end_parts("stop", "a", 3, {"metadata": {"notes": "done"}, "frame_count": 9}))
     assert router.route(stop, 0) == [Finish("a", FinishReason.STOP, {"notes": "done"})]
-    with pytest.raises(WireError) as caught:
+    with pytest.raises(RefusalError) as caught:
         router.route(_stop("a", 4), 0)
     assert caught.value.reason == "late_message"
 
@@ -88,7 +88,7 @@ def test_a_seq_far_ahead_is_rejected_not_adopted() -> None:
     """Issue 11 #4b: one forged seq must not make every genuine message seq_backwards."""
     router = Router(max_seq_gap=100)
     router.route(_start(), 0)
-    with pytest.raises(WireError) as caught:
+    with pytest.raises(RefusalError) as caught:
         router.route(_frames("a", 2**62, 0, 1), 0)
     assert caught.value.reason == "seq_too_far"
     (write,) = router.route(_frames("a", 1, 0, 1), 0)
@@ -125,7 +125,7 @@ def test_a_start_may_ask_for_its_own_idle_timeout_up_to_the_cap() -> None:
 
 def test_a_declared_volume_beyond_the_gap_limit_is_rejected_at_start() -> None:
     router = Router(max_gap_bytes=1 << 20)
-    with pytest.raises(WireError) as caught:
+    with pytest.raises(RefusalError) as caught:
         router.route(_start(shape=[None, 1_000_000], axes="TZYX"), 0)
     assert caught.value.reason == "volume_too_large"
     assert router.open == {}
@@ -135,7 +135,7 @@ def test_too_many_open_names_the_holders() -> None:
     router = Router(max_open=2)
     router.route(_start("first"), 0)
     router.route(_start("second"), 1)
-    with pytest.raises(WireError, match="oldest first: first, second"):
+    with pytest.raises(RefusalError, match="oldest first: first, second"):
         router.route(_start("third"), 2)
 
 
@@ -156,7 +156,7 @@ def test_rejections(setup: list[Message], message: Message, reason: str) -> None
     router = Router()
     for earlier in setup:
         router.route(earlier, 0)
-    with pytest.raises(WireError) as caught:
+    with pytest.raises(RefusalError) as caught:
         router.route(message, 0)
     assert caught.value.reason == reason
 
@@ -164,7 +164,7 @@ def test_rejections(setup: list[Message], message: Message, reason: str) -> None
 def test_gap_limit_protects_the_disk() -> None:
     router = Router(max_gap_bytes=10 * FRAME)
     router.route(_start(), 0)
-    with pytest.raises(WireError, match="would leave"):
+    with pytest.raises(RefusalError, match="would leave"):
         router.route(_frames("a", 1, 1_000_000, 1), 0)
     assert router.open["a"].next_index == 0
 
@@ -172,7 +172,7 @@ def test_gap_limit_protects_the_disk() -> None:
 def test_idle_timeout_and_limits() -> None:
     router = Router(idle_timeout=5, max_open=1)
     router.route(_start(), 0)
-    with pytest.raises(WireError, match="too_many_open"):
+    with pytest.raises(RefusalError, match="too_many_open"):
         router.route(_start("b"), 0)
     assert router.next_deadline() == 5
     assert router.expire(4.9) == []

@@ -34,7 +34,8 @@ from framesink.daemon._counters import Counters
 from framesink.daemon._dispatch import Dispatcher
 from framesink.daemon._session import GATHER_BYTES
 from framesink.daemon._settings import Settings
-from framesink.tiff import TiffSink, read_record
+from framesink.formats import open_sink
+from framesink.store import read_record
 from framesink.transport import Received, Ring, SharedRing
 
 from ..helpers import GatedSink, end_parts, read_tiff
@@ -130,7 +131,7 @@ def _dispatcher(
     root: Path,
     ring: SharedRing,
     connection: socket.socket | None,
-    sink_factory: SinkFactory = TiffSink,
+    sink_factory: SinkFactory = open_sink,
 ) -> Dispatcher:
     root.mkdir(exist_ok=True)
     dispatcher = Dispatcher(Settings(data_root=root, fsync_interval=0), Counters(), sink_factory)
@@ -146,7 +147,7 @@ def _outcome(root: Path, dispatcher: Dispatcher) -> dict[str, Any]:
     files: dict[str, Any] = {}
     for acquisition in ("a", "b"):
         record = read_record(root / acquisition)
-        pixels = read_tiff(root / acquisition / record.files.tiff)[1]
+        pixels = read_tiff(root / acquisition / record.files.image)[1]
         files[acquisition] = (
             record.frames_written,
             record.missing_ranges,

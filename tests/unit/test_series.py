@@ -16,8 +16,9 @@ import pytest
 import tifffile
 
 from framesink.core import FrameLayout
-from framesink.tiff import DATA_ALIGNMENT, ContiguousSeries, Folder
-from framesink.tiff._pixels import DIRECT_ALIGNMENT, STAGING_BYTES, PixelFile, aligned_buffer
+from framesink.store import Folder
+from framesink.store._pixels import DIRECT_ALIGNMENT, STAGING_BYTES, PixelFile, aligned_buffer
+from framesink.tiff import DATA_ALIGNMENT, ContiguousSeries
 
 from ..helpers import pattern
 
@@ -171,8 +172,8 @@ def test_gathered_writes_span_staging_rounds(tmp_path: Path) -> None:
 FAILING_WRITE = """
 import resource, signal, sys
 import numpy as np
-from framesink.tiff import Folder
-from framesink.tiff._pixels import PartialWriteError, PixelFile
+from framesink.store import Folder
+from framesink.store._pixels import PartialWriteError, PixelFile
 path, limit = sys.argv[1], int(sys.argv[2])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -19,7 +19,9 @@ from ..helpers import FullDiskSink, GatedSink, pattern, read_metadata, read_tiff
 
 def _spec(folder: Path, name: str) -> SinkSpec:
     layout = FrameLayout.create("TYX", "uint16", (64, 64))
-    return SinkSpec(name, folder, "", name, {"axes": "TYX"}, layout, fsync_interval=None)
+    return SinkSpec(
+        name, folder, "", name, {"axes": "TYX"}, layout, format="ome-tiff", fsync_interval=None
+    )
 
 
 def _gated(folder: Path, name: str) -> tuple[SinkSpec, GatedSink, ByteBudget]:

@@ -11,7 +11,8 @@ import pytest
 import tifffile
 
 from framesink import MetaData, OutputParameters, StreamWriter, save_config_frames
-from framesink.core import FrameChunk, dimension_order
+from framesink.core import FrameChunk
+from framesink.tiff import dimension_order
 
 from ..helpers import pattern, read_metadata, read_tiff, validate_ome
 
@@ -232,7 +233,7 @@ def test_frame_metadata_becomes_planes_and_sidecar(tmp_path: Path) -> None:
 def test_plane_elements_stop_at_the_cap_and_the_sidecar_keeps_every_frame(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("framesink.core._ome.MAX_OME_PLANES", 4)
+    monkeypatch.setattr("framesink.tiff._ome.MAX_OME_PLANES", 4)
     writer = _open(tmp_path)
     writer.write(pattern(7, (6, 5), "uint16"), [{"delta_t": 0.5 * i} for i in range(7)])
     writer.finalize()
@@ -324,7 +325,7 @@ def test_aligned_buffers_go_to_the_file_without_a_staging_copy(
     """Frames in page-aligned memory (a shared ring) are written with one gathered write."""
     import mmap
 
-    from framesink.tiff import _pixels
+    from framesink.store import _pixels
 
     gathered: list[int] = []
     real = _pixels._write_vectors

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..daemon import serve_command, wait_until_ready
-from ..tiff import read_record
+from ..store import read_record
 from ..transport import ClientKeys, Publisher, write_certificates
 from ._camera import SyntheticCamera, publish_synthetic
 
@@ -104,7 +104,7 @@ def _report(folder: Path, code: int) -> int:
         )
         return 1
     record = read_record(folder)
-    tiff = folder / record.files.tiff
+    tiff = folder / record.files.image
     print(f"wrote {tiff}")
     print(
         f"  shape {record.shape} ({record.axes}), {record.dtype}, "

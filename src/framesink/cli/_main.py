@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from ..core import __version__
 from ..daemon import Daemon, Settings, load_settings
-from ..tiff import RecoveryError, recover
+from ..formats import recover
+from ..store import RecoveryError
 from ..transport import (
     ClientKeys,
     ControlClient,

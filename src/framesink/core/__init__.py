@@ -1,11 +1,13 @@
 """The pure core: models, frame layout, wire codec, routing state machine, OME-XML, status.
 
-Nothing here touches a file or a socket; the IO adapters (:mod:`framesink.tiff`,
+Nothing here touches a file or a socket; the IO adapters (:mod:`framesink.store`,
 :mod:`framesink.transport`), the daemon and the front end build on it.
 """
 
 from ._budget import ByteBudget
+from ._errors import FramesinkError, RefusalError
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
+from ._ledger import Ledger
 from ._models import RESERVED_METADATA_KEY, MetaData, OutputParameters, check_axes, metadata_dict
 from ._names import (
     JOURNAL_FILE,
@@ -21,7 +23,6 @@ from ._names import (
     is_reserved,
     printable,
 )
-from ._ome import build_ome_xml, dimension_order
 from ._record import (
     AcquisitionFiles,
     AcquisitionRecord,
@@ -38,6 +39,7 @@ from ._sink import (
     SinkFactory,
     SinkProgress,
     SinkSpec,
+    StorageOptions,
     WriteError,
 )
 from ._status import (
@@ -99,7 +101,9 @@ __all__ = [
     "FrameMetadata",
     "FrameSink",
     "FramesHeader",
+    "FramesinkError",
     "LayoutError",
+    "Ledger",
     "LentSlots",
     "Message",
     "MetaData",
@@ -107,6 +111,7 @@ __all__ = [
     "OutputFiles",
     "OutputParameters",
     "RecoveryFailure",
+    "RefusalError",
     "Rejection",
     "RingAllocator",
     "RingAttachment",
@@ -120,16 +125,15 @@ __all__ = [
     "Skip",
     "StartHeader",
     "StopHeader",
+    "StorageOptions",
     "WireError",
     "Write",
     "WriteError",
     "__version__",
-    "build_ome_xml",
     "check_axes",
     "check_characters",
     "check_output_name",
     "decode",
-    "dimension_order",
     "end_header",
     "frames_header",
     "is_reserved",

@@ -11,6 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ._errors import FramesinkError
 from ._models import check_axes
 
 SUPPORTED_DTYPES = ("uint8", "uint16", "uint32", "int8", "int16", "int32", "float32", "float64")
@@ -20,7 +21,7 @@ PAGE_INDEX_BYTES = 256
 MAX_FRAME_BYTES = 1 << 31
 
 
-class LayoutError(ValueError):
+class LayoutError(FramesinkError, ValueError):
     """The combination of axes, dtype and shapes cannot be written."""
 
 

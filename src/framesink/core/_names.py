@@ -6,8 +6,9 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-TIFF_SUFFIX = ".ome.tiff"
 PARTIAL_SUFFIX = ".partial"
+IMAGE_SUFFIX_ROOM = 17
+"""Bytes a format's image suffix plus ``.partial`` may take (``.ome.tiff.partial``)."""
 SIDECAR_SUFFIX = ".frames.jsonl"
 JOURNAL_FILE = "framesink-journal.jsonl"
 METADATA_FILE = "metadata.json"
@@ -60,10 +61,10 @@ def check_output_name(name: str) -> str:
         raise ValueError(
             f"output_name must be a plain file name stem (no separators); got {name!r}"
         )
-    longest = OutputFiles(name).partial
-    if len(longest.encode()) > NAME_MAX_BYTES:
+    if len(name.encode()) + IMAGE_SUFFIX_ROOM > NAME_MAX_BYTES:
         raise ValueError(
-            f"output_name is too long: {longest!r} would be more than {NAME_MAX_BYTES} bytes"
+            f"output_name is too long: with a file suffix it would be more than "
+            f"{NAME_MAX_BYTES} bytes"
         )
     if is_reserved(name):
         raise ValueError(f"output_name {name!r} is reserved for framesink's own files")
@@ -77,19 +78,27 @@ def printable(text: str) -> str:
 
 @dataclass(frozen=True)
 class OutputFiles:
-    """Every file name an acquisition called ``name`` may leave in its folder."""
+    """Every file name an acquisition called ``name`` may leave in its folder.
+
+    ``image_suffix`` comes from the acquisition's format (``.ome.tiff``, ...).
+    """
 
     name: str
+    image_suffix: str
+
+    def __post_init__(self) -> None:
+        if len((self.image_suffix + PARTIAL_SUFFIX).encode()) > IMAGE_SUFFIX_ROOM:
+            raise ValueError(f"image suffix {self.image_suffix!r} is too long")
 
     @property
-    def tiff(self) -> str:
-        """The finished OME-TIFF."""
-        return self.name + TIFF_SUFFIX
+    def image(self) -> str:
+        """The finished image (a file or a folder, by format)."""
+        return self.name + self.image_suffix
 
     @property
     def partial(self) -> str:
-        """The TIFF while it is being written."""
-        return self.tiff + PARTIAL_SUFFIX
+        """The image while it is being written."""
+        return self.image + PARTIAL_SUFFIX
 
     @property
     def sidecar(self) -> str:
@@ -114,7 +123,7 @@ class OutputFiles:
     @property
     def claiming(self) -> tuple[str, ...]:
         """Names whose presence means the folder already holds this acquisition."""
-        return (self.tiff, self.partial, self.journal, self.metadata)
+        return (self.image, self.partial, self.journal, self.metadata)
 
     @property
     def all(self) -> tuple[str, ...]:

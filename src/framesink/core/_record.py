@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from ._models import RESERVED_METADATA_KEY
 from ._names import METADATA_FILE
@@ -25,11 +25,23 @@ class FinishReason(StrEnum):
 
 
 class AcquisitionFiles(BaseModel):
-    """Names (relative to the acquisition folder) of the files an acquisition produced."""
+    """Names (relative to the acquisition folder) of the files an acquisition produced.
 
-    tiff: str
+    ``image`` names the image of any format (a file or a folder); ``tiff`` is kept for
+    readers of earlier records and names the same file when the format is OME-TIFF.
+    """
+
+    tiff: str | None = None
+    image: str
     sidecar: str | None
     metadata: str = METADATA_FILE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _image_of_an_earlier_record(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "image" not in data and data.get("tiff"):
+            return {**data, "image": data["tiff"]}
+        return data
 
 
 class AcquisitionRecord(BaseModel):

@@ -11,7 +11,7 @@ import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
-from ._wire import WireError
+from ._errors import RefusalError
 
 SLOT_ALIGNMENT = 4096
 """Every slot starts on a page: O_DIRECT needs aligned memory."""
@@ -84,15 +84,15 @@ class LentSlots:
     _lengths: dict[int, int] = field(default_factory=dict)
 
     def take(self, offset: int, length: int, acquisition: str | None = None) -> None:
-        """Lend the slot (offset, length); WireError ``bad_shm`` (misaligned, outside
+        """Lend the slot (offset, length); RefusalError ``bad_shm`` (misaligned, outside
         the ring) or ``shm_in_use`` (overlaps a slot not yet released) if it cannot be."""
         if offset % SLOT_ALIGNMENT:
-            raise WireError(
+            raise RefusalError(
                 "bad_shm", f"offset {offset} is not a multiple of {SLOT_ALIGNMENT}", acquisition
             )
         end = offset + length
         if end > self.size:
-            raise WireError(
+            raise RefusalError(
                 "bad_shm",
                 f"bytes {offset}..{end} lie outside the ring of {self.size} bytes",
                 acquisition,
@@ -100,7 +100,7 @@ class LentSlots:
         position = bisect.bisect_right(self._starts, offset)
         for start in self._starts[max(0, position - 1) : position + 1]:
             if start < end and offset < start + self._lengths[start]:
-                raise WireError(
+                raise RefusalError(
                     "shm_in_use",
                     f"bytes {offset}..{end} overlap a slot at {start} not yet released",
                     acquisition,

@@ -13,10 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._errors import RefusalError
 from ._layout import FrameLayout
 from ._record import FinishReason
 from ._status import AcquisitionState
-from ._wire import AbortHeader, FramesHeader, Message, StartHeader, StopHeader, WireError
+from ._wire import AbortHeader, FramesHeader, Message, StartHeader, StopHeader
 
 RECENTLY_FINISHED = 256
 
@@ -118,7 +119,7 @@ class Router:
     finished: OrderedDict[str, AcquisitionState] = field(default_factory=OrderedDict)
 
     def route(self, message: Message, now: float, sender: str | None = None) -> list[Action]:
-        """Actions for one message; raise WireError when it must be rejected.
+        """Actions for one message; raise RefusalError when it must be rejected.
 
         ``sender`` is the authenticated key of the peer (CURVE), or None: an
         acquisition belongs to the key that started it.
@@ -129,19 +130,19 @@ class Router:
         acquisition = self.open.get(header.acquisition)
         if acquisition is None:
             if header.acquisition in self.finished:
-                raise WireError(
+                raise RefusalError(
                     "late_message",
                     f"{header.type} for acquisition {header.acquisition!r}, which already ended",
                     header.acquisition,
                 )
-            raise WireError(
+            raise RefusalError(
                 "orphan",
                 f"{header.type} for unknown acquisition {header.acquisition!r} (never started, "
                 "or its start was lost)",
                 header.acquisition,
             )
         if acquisition.owner != sender:
-            raise WireError(
+            raise RefusalError(
                 "not_owner",
                 f"{header.type} for acquisition {header.acquisition!r} from a key that did "
                 "not start it",
@@ -235,14 +236,14 @@ class Router:
     # -- message kinds ---------------------------------------------------------------
     def _start(self, header: StartHeader, now: float, sender: str | None) -> list[Action]:
         if header.acquisition in self.open:
-            raise WireError(
+            raise RefusalError(
                 "duplicate_start",
                 f"acquisition {header.acquisition!r} is already open; its second start is ignored",
                 header.acquisition,
             )
         if len(self.open) >= self.max_open:
             holders = ", ".join(a.acquisition for a in self.describe_open(now)[:5])
-            raise WireError(
+            raise RefusalError(
                 "too_many_open",
                 f"{len(self.open)} acquisitions are open (limit {self.max_open}), "
                 f"oldest first: {holders}",
@@ -251,7 +252,7 @@ class Router:
         layout = header.layout()
         step_cost = layout.frames_per_step * layout.page_cost
         if step_cost > self.max_gap_bytes:
-            raise WireError(
+            raise RefusalError(
                 "volume_too_large",
                 f"one step of shape {list(layout.leading_shape)} is {step_cost} bytes, more "
                 f"than max_gap_bytes ({self.max_gap_bytes}) allows to zero-fill",
@@ -267,7 +268,7 @@ class Router:
     def _check_seq(self, name: str, acquisition: _Acquisition, seq: int) -> int:
         """Validate ``seq`` (not yet recorded); return how many messages it skips."""
         if seq <= acquisition.last_seq:
-            raise WireError(
+            raise RefusalError(
                 "seq_backwards",
                 f"seq {seq} is not after the last seq {acquisition.last_seq} "
                 "(replayed or reordered)",
@@ -275,7 +276,7 @@ class Router:
             )
         missed = seq - acquisition.last_seq - 1
         if missed > self.max_seq_gap:
-            raise WireError(
+            raise RefusalError(
                 "seq_too_far",
                 f"seq {seq} is {missed} messages ahead of the last seq {acquisition.last_seq} "
                 f"(limit {self.max_seq_gap}); not adopted",
@@ -291,7 +292,7 @@ class Router:
         name = header.acquisition
         expected = header.count * layout.frame_bytes
         if payload.nbytes != expected:
-            raise WireError(
+            raise RefusalError(
                 "payload_size",
                 f"payload has {payload.nbytes} bytes; {header.count} frames of "
                 f"{list(layout.frame_shape)} {layout.dtype.name} need {expected}",
@@ -300,7 +301,7 @@ class Router:
         first, capacity = header.index, layout.capacity
         gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
         if gap * layout.page_cost > self.max_gap_bytes:
-            raise WireError(
+            raise RefusalError(
                 "gap_too_large",
                 f"index {first} would leave {gap} frames missing after frame "
                 f"{acquisition.next_index - 1} (limit {self.max_gap_bytes} bytes)",

@@ -2,8 +2,9 @@
 
 The daemon writes every acquisition to a :class:`FrameSink` made by a
 :data:`SinkFactory`: prepare, write, skip, finalize (the shape of ome-writers'
-backends). framesink's own sink writes an OME-TIFF; tests put a failing or gated
-sink in its place without reaching into the daemon.
+backends). framesink's own sinks write the format a start names (see
+:mod:`framesink.formats`); tests put a failing or gated sink in its place without
+reaching into the daemon.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._errors import FramesinkError
 from ._layout import FrameLayout
 from ._names import ExistsPolicy
 from ._record import AcquisitionRecord, FinishReason
@@ -36,6 +38,14 @@ class FrameChunk:
 
 
 @dataclass(frozen=True)
+class StorageOptions:
+    """How a format stores pixels; each format takes the options it knows."""
+
+    direct_io: bool = True
+    """Write pixels past the page cache (O_DIRECT) where the format and the frames allow."""
+
+
+@dataclass(frozen=True)
 class SinkSpec:
     """Everything a sink needs to store one acquisition.
 
@@ -48,9 +58,11 @@ class SinkSpec:
     name: str
     metadata: dict[str, Any]
     layout: FrameLayout
+    format: str
+    """A name in the format registry (``ome-tiff``, ...)."""
+    options: StorageOptions = StorageOptions()
     on_exists: ExistsPolicy = ExistsPolicy.INCREMENT
     fsync_interval: float | None = 1.0
-    direct_io: bool = True
 
 
 @dataclass(frozen=True)
@@ -67,7 +79,7 @@ class SinkProgress:
     direct_io: bool
 
 
-class WriteError(RuntimeError):
+class WriteError(FramesinkError, RuntimeError):
     """Finalizing failed; ``record`` says what was kept."""
 
     def __init__(self, message: str, record: AcquisitionRecord) -> None:

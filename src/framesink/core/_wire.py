@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
+from ._errors import RefusalError
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
 from ._models import RESERVED_METADATA_KEY, MetaData
 
@@ -31,14 +32,8 @@ AcquisitionId = Annotated[str, Field(pattern=ACQUISITION_ID_PATTERN)]
 JsonMap = dict[str, Any]
 
 
-class WireError(ValueError):
-    """A message that cannot be accepted; ``reason`` is a short, stable code."""
-
-    def __init__(self, reason: str, detail: str, acquisition: str | None = None) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.acquisition = acquisition
+class WireError(RefusalError):
+    """A message that breaks the wire protocol (undecodable, wrong types or sizes)."""
 
 
 def check_json_value(value: Any, where: str, depth: int = 0) -> None:
@@ -115,6 +110,8 @@ class StartHeader(_Header):
     shape: list[Annotated[int, Field(ge=1)] | None] | None = None
     idle_timeout: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     shared_memory: RingAttachment | None = None
+    format: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The storage format's name; the daemon's default without it."""
 
     @model_validator(mode="after")
     def _check(self) -> StartHeader:
@@ -296,6 +293,7 @@ def start_header(
     shape: Sequence[int | None] | None = None,
     idle_timeout: float | None = None,
     ring: str | None = None,
+    format: str | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -313,6 +311,8 @@ def start_header(
         header["idle_timeout"] = float(idle_timeout)
     if ring is not None:
         header["shared_memory"] = {"ring": ring}
+    if format is not None:
+        header["format"] = format
     return header
 
 

@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from ..core import Counter, CounterValues, Rejection, WireError, utc_now
+from ..core import Counter, CounterValues, RefusalError, Rejection, utc_now
 
 log = logging.getLogger("framesink.ingest")
 
@@ -51,7 +51,7 @@ class Counters:
     def add(self, counter: Counter, amount: int = 1) -> None:
         self.values[counter] += amount
 
-    def reject(self, error: WireError) -> None:
+    def reject(self, error: RefusalError) -> None:
         """Count and log a rejected message, and keep it for the status."""
         if error.reason in REASON_COUNTERS:
             self.add(REASON_COUNTERS[error.reason])
@@ -77,7 +77,7 @@ class Counters:
         while len(by_acquisition) > TRACKED_ACQUISITIONS:
             by_acquisition.popitem(last=False)
 
-    def _log(self, error: WireError) -> None:
+    def _log(self, error: RefusalError) -> None:
         level = logging.INFO if error.reason in NOT_BAD else logging.WARNING
         self._log_limited(
             error.reason,

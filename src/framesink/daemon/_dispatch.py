@@ -30,12 +30,13 @@ from ..core import (
     FramesHeader,
     Message,
     Open,
+    RefusalError,
     Router,
     SeqGap,
     SinkFactory,
     SinkSpec,
     Skip,
-    WireError,
+    StorageOptions,
     Write,
     decode,
 )
@@ -118,7 +119,7 @@ class Dispatcher:
             for received in messages:
                 try:
                     message: Message | None = decode(received.parts, max_header_bytes)
-                except Exception as exc:  # noqa: BLE001 - WireError or a bug: _reject counts and logs it
+                except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
                     self._reject(exc)
                     message = None
                 if (
@@ -144,7 +145,7 @@ class Dispatcher:
         """A message that cannot be applied is rejected with its reason and counted."""
         try:
             yield
-        except Exception as exc:  # noqa: BLE001 - WireError or a bug: _reject counts and logs it
+        except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
             self._reject(exc)
         finally:
             if self._lease is not None:  # not handed to a writer: free it now
@@ -152,12 +153,12 @@ class Dispatcher:
                 self._lease = None
 
     def _reject(self, exc: Exception) -> None:
-        if isinstance(exc, WireError):
+        if isinstance(exc, RefusalError):
             self.counters.reject(exc)
             return
         # A bug hit by one message must not take the daemon down.
         log.error("internal error while handling a message; it is rejected", exc_info=exc)
-        self.counters.reject(WireError("internal_error", f"{type(exc).__name__}: {exc}"))
+        self.counters.reject(RefusalError("internal_error", f"{type(exc).__name__}: {exc}"))
 
     def _route(self, message: Message, sender: str | None) -> None:
         with self._rejecting():
@@ -190,7 +191,7 @@ class Dispatcher:
             return False
         try:
             self._lease = ring.lend_run(slots, first.acquisition)
-        except WireError:
+        except RefusalError:
             return False
         with self._rejecting():
             self._dispatch(self.router.take_run(first, last, self._lease.view, time.monotonic()))
@@ -203,7 +204,7 @@ class Dispatcher:
             return message
         ring = self.rings_by_acquisition.get(header.acquisition)
         if ring is None:
-            raise WireError(
+            raise RefusalError(
                 "bad_shm",
                 f"acquisition {header.acquisition!r} has no shared-memory ring (not open, or "
                 "started without one)",
@@ -261,7 +262,7 @@ class Dispatcher:
                 session.frames_lost += action.count
             if not isinstance(action, Finish):
                 self.counters.reject(
-                    WireError(
+                    RefusalError(
                         "acquisition_failed",
                         f"{type(action).__name__.lower()} not applied: the acquisition failed "
                         f"({session.error})",
@@ -290,7 +291,7 @@ class Dispatcher:
         start = action.start
         try:
             ring = self._ring_of(action)
-        except WireError as exc:
+        except RefusalError as exc:
             self._refuse_start(action, exc)
             return
         try:
@@ -303,13 +304,17 @@ class Dispatcher:
                 on_exists=self.settings.on_exists,
                 metadata=start.metadata,
                 layout=action.layout,
+                format=start.format or self.settings.format,
+                options=StorageOptions(direct_io=self.settings.direct_io),
                 fsync_interval=self.settings.fsync_interval or None,
-                direct_io=self.settings.direct_io,
             )
             sink = self._sink_factory(spec)
             sink.prepare()
+        except RefusalError as exc:
+            self._refuse_start(action, exc)
+            return
         except (OSError, ValueError) as exc:
-            self._refuse_start(action, WireError("bad_output", str(exc), action.acquisition))
+            self._refuse_start(action, RefusalError("bad_output", str(exc), action.acquisition))
             return
         except Exception:
             self.router.fail(action.acquisition)
@@ -338,7 +343,7 @@ class Dispatcher:
             ring.acquisitions -= 1
 
     def _ring_of(self, action: Open) -> Ring | None:
-        """The ring a start names (None without one); WireError when no such ring is known."""
+        """The ring a start names (None without one); RefusalError when no such ring is known."""
         attached = action.start.shared_memory
         if attached is None:
             return None
@@ -352,10 +357,10 @@ class Dispatcher:
                     "and rings end when their publisher disconnects)"
                 )
             )
-            raise WireError("bad_shm", why, action.acquisition)
+            raise RefusalError("bad_shm", why, action.acquisition)
         return ring
 
-    def _refuse_start(self, action: Open, error: WireError) -> None:
+    def _refuse_start(self, action: Open, error: RefusalError) -> None:
         self.router.fail(action.acquisition)
         self.counters.add(Counter.ACQUISITIONS_REJECTED)
         self.counters.reject(error)

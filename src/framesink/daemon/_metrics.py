@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..core import AcquisitionState, Counter, DaemonStatus
+from ..core import AcquisitionState, Counter, DaemonStatus, FramesinkError
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ COUNTER_HELP = {
     Counter.DUPLICATE_STARTS: "Starts for an id that is open.",
     Counter.SEQ_GAPS: "Messages that never arrived (gaps in seq).",
     Counter.PEER_DISCONNECTS: "Publisher connections that went away.",
-    Counter.AUTH_FAILURES: "Refused CURVE handshakes.",
+    Counter.AUTH_FAILURES: "RefusalError CURVE handshakes.",
     Counter.FRAMES_RECEIVED: "Frames in accepted frames messages.",
     Counter.FRAMES_WRITTEN: "Frames written to files.",
     Counter.FRAMES_MISSING: "Frames recorded missing (zero-filled).",
@@ -43,7 +43,7 @@ COUNTER_HELP = {
 }
 
 
-class MetricsAddressError(ValueError):
+class MetricsAddressError(FramesinkError, ValueError):
     """The ``metrics`` setting is not HOST:PORT."""
 
 

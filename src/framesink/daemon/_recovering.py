@@ -9,19 +9,30 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Protocol
 
 from ..core import RecoveryFailure
-from ..tiff import RecoveryError, recover_each
+from ..store import RecoveryError, RecoveryOutcome
 
 log = logging.getLogger(__name__)
+
+
+class RecoverEach(Protocol):
+    """Recovery of every interrupted acquisition under a folder, one outcome each."""
+
+    def __call__(
+        self, path: str | Path, *, retry_failed: bool = True
+    ) -> Iterator[RecoveryOutcome]: ...
 
 
 class BackgroundRecovery:
     """Runs recovery of a data root in its own thread; failures stay visible."""
 
-    def __init__(self, data_root: Path) -> None:
+    def __init__(self, data_root: Path, recover_each: RecoverEach) -> None:
         self.data_root = data_root
+        self._recover_each = recover_each
         self._failures: list[RecoveryFailure] = []
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -41,7 +52,7 @@ class BackgroundRecovery:
 
     def _run(self) -> None:
         try:
-            for outcome in recover_each(self.data_root, retry_failed=False):
+            for outcome in self._recover_each(self.data_root, retry_failed=False):
                 if outcome.record is not None:
                     log.warning(
                         "recovered interrupted acquisition %s (%d frames)",

@@ -23,7 +23,7 @@ from typing import Any
 import zmq
 
 from ..core import DaemonStatus, FinishReason, RunState, SinkFactory, __version__
-from ..tiff import TiffSink
+from ..formats import open_sink, recover_each
 from ..transport import (
     HANDSHAKE_REFUSED,
     ControlServer,
@@ -54,18 +54,18 @@ STALL_S = 1.0
 class Daemon:
     """Subscribes to the ingest endpoints and writes every acquisition it is sent.
 
-    ``sink_factory`` makes the storage of each acquisition (an OME-TIFF by default).
+    ``sink_factory`` makes the storage of each acquisition (in the format its start names).
     A CURVE setup that cannot be used raises CurveError here, before anything binds.
     """
 
-    def __init__(self, settings: Settings, *, sink_factory: SinkFactory = TiffSink) -> None:
+    def __init__(self, settings: Settings, *, sink_factory: SinkFactory = open_sink) -> None:
         self.settings = settings
         self.state = RunState.STARTING
         self.counters = Counters()
         self.dispatcher = Dispatcher(settings, self.counters, sink_factory)
         self.control_endpoint: str | None = None
         self.ingest_endpoints: list[str] = []
-        self._recovery = BackgroundRecovery(settings.data_root)
+        self._recovery = BackgroundRecovery(settings.data_root, recover_each)
         self._security = Security(settings)
         self._metrics = MetricsServer(settings.metrics, self.status) if settings.metrics else None
         self._reload_requested = threading.Event()

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         True,
         description="Write pixels with O_DIRECT where possible (skips the page cache).",
     )
+    format: str = Field(
+        "ome-tiff", min_length=1, description="Storage format of a start that names none."
+    )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
     curve_server_key: Path | None = Field(
         None,

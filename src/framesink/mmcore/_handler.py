@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import useq
 
-from ..core import AcquisitionEntry
+from ..core import AcquisitionEntry, FramesinkError
 from ..transport import (
     ClientKeys,
     ControlClient,
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 START_CONFIRM_S = 10.0
 
 
-class FramesinkHandlerError(RuntimeError):
+class FramesinkHandlerError(FramesinkError, RuntimeError):
     """The daemon is down, refused an acquisition, or did not finish its files."""
 
 

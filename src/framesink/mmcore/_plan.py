@@ -11,12 +11,14 @@ from typing import Any
 
 import useq
 
+from ..core import FramesinkError
+
 LEADING_AXES = "tcz"
 PositionKey = tuple[int, int]
 """(position index p, grid index g) of an event."""
 
 
-class UnsupportedSequenceError(ValueError):
+class UnsupportedSequenceError(FramesinkError, ValueError):
     """The sequence uses something framesink cannot lay out as files (the message says what)."""
 
 

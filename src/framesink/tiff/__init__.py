@@ -1,34 +1,23 @@
-"""The TIFF sink: streaming OME-TIFF writer, journal, sidecar, recovery and the batch API.
+"""OME-TIFF: one BigTIFF series of pages with OME-XML, as a storage format.
 
-An IO adapter over :mod:`framesink.core`; it knows nothing of sockets or the daemon.
+Only the encoding lives here (page series, page index, OME-XML); the folder, journal,
+sidecar, writer and recovery are :mod:`framesink.store`'s. Also the batch API framesink
+grew from, :func:`save_config_frames`, which always writes OME-TIFF.
 """
 
 from ._batch import save_config_frames
-from ._files import describe_os_error, read_record
-from ._folder import Folder
-from ._journal import JournalHeader, read_journal
-from ._paths import PathError, open_output_folder
-from ._recovery import RecoveryError, RecoveryOutcome, find_interrupted, recover, recover_each
+from ._format import OmeTiffFormat
+from ._image import PageSeries, TiffImage
+from ._ome import build_ome_xml, dimension_order
 from ._series import DATA_ALIGNMENT, ContiguousSeries
-from ._sink import TiffSink
-from ._writer import StreamWriter
 
 __all__ = [
     "DATA_ALIGNMENT",
     "ContiguousSeries",
-    "Folder",
-    "JournalHeader",
-    "PathError",
-    "RecoveryError",
-    "RecoveryOutcome",
-    "StreamWriter",
-    "TiffSink",
-    "describe_os_error",
-    "find_interrupted",
-    "open_output_folder",
-    "read_journal",
-    "read_record",
-    "recover",
-    "recover_each",
+    "OmeTiffFormat",
+    "PageSeries",
+    "TiffImage",
+    "build_ome_xml",
+    "dimension_order",
     "save_config_frames",
 ]

@@ -16,7 +16,8 @@ from ..core import (
     check_output_name,
     metadata_dict,
 )
-from ._writer import StreamWriter
+from ..store import AcquisitionWriter
+from ._format import OmeTiffFormat
 
 
 def save_config_frames(config: MetaData, frames: Any, outputparams: OutputParameters) -> None:
@@ -44,10 +45,11 @@ def save_config_frames(config: MetaData, frames: Any, outputparams: OutputParame
     folder = Path(outputparams.output_path)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"output_path {folder} exists and is not a directory")
-    writer = StreamWriter(
+    writer = AcquisitionWriter(
         folder,
         name,
         metadata,
+        image_format=OmeTiffFormat(),
         dtype=array.dtype,
         frame_shape=frame_shape,
         shape=shape,

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from ..core import FramesinkError
+
 CHUNK_PAGES = 8192
 """IFDs built per write (a few MB at most)."""
 
@@ -25,7 +27,7 @@ _DATA_OFFSET_TAGS = (273, 324)  # StripOffsets, TileOffsets
 _ENTRY_BYTES = 20
 
 
-class TemplateError(ValueError):
+class TemplateError(FramesinkError, ValueError):
     """Page 1's IFD is not of the form this module can replicate."""
 
 

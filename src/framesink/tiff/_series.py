@@ -18,9 +18,8 @@ import numpy as np
 import tifffile
 
 from ..core import FrameLayout
-from ._folder import Folder
+from ..store import DIRECT_ALIGNMENT, Folder, PartialWriteError, PixelFile
 from ._ifds import append_page_index
-from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile
 
 log = logging.getLogger(__name__)
 

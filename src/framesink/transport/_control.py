@@ -14,7 +14,14 @@ import zmq
 from pydantic import ValidationError
 from zmq.utils.monitor import recv_monitor_message
 
-from ..core import AcquisitionEntry, AcquisitionState, DaemonStatus, Rejection, __version__
+from ..core import (
+    AcquisitionEntry,
+    AcquisitionState,
+    DaemonStatus,
+    FramesinkError,
+    Rejection,
+    __version__,
+)
 from ._curve import (
     HANDSHAKE_FAILURES,
     HANDSHAKE_REFUSED,
@@ -31,7 +38,7 @@ POLL_MS = 200
 StatusProvider = Callable[[], DaemonStatus]
 
 
-class ControlError(RuntimeError):
+class ControlError(FramesinkError, RuntimeError):
     """The control endpoint did not answer, or answered with an error."""
 
 

@@ -21,6 +21,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from ..core import FramesinkError
+
 log = logging.getLogger(__name__)
 
 ZAP_DOMAIN = "framesink"
@@ -30,7 +32,7 @@ RefusalHandler = Callable[[str, str], None]
 """Called with (peer address, what was refused) for every refused handshake."""
 
 
-class CurveError(ValueError):
+class CurveError(FramesinkError, ValueError):
     """A certificate or the clients directory cannot be used; the message names it."""
 
 

@@ -24,6 +24,7 @@ import zmq
 from ..core import (
     AcquisitionEntry,
     DaemonStatus,
+    FramesinkError,
     MetaData,
     end_header,
     frames_header,
@@ -37,7 +38,7 @@ from ._ring import RingError, SharedRing
 _MORE = int(zmq.SNDMORE)
 
 
-class PublishError(RuntimeError):
+class PublishError(FramesinkError, RuntimeError):
     """A message could not be handed to ZeroMQ in time."""
 
 
@@ -128,9 +129,11 @@ class Publisher:
         idle_timeout: float | None = None,
         confirm: bool | None = None,
         confirm_timeout: float | None = None,
+        format: str | None = None,
     ) -> PublishedAcquisition:
         """Send the start message and return a handle to send frames and stop.
 
+        ``format`` names the storage format (the daemon's default without it).
         ``idle_timeout`` (seconds) replaces the daemon's for this acquisition, for
         time-lapses slower than it (the daemon caps it at its ``max_idle_timeout``).
         With ``confirm`` (default: when frames go through shared memory, where a refused
@@ -155,6 +158,7 @@ class Publisher:
             shape=shape,
             idle_timeout=idle_timeout,
             ring=ring,
+            format=format,
         )
         self.send([self.topic, pack_header(header)])
         if before is not None:

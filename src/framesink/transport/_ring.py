@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core import RELEASE_RECORD_BYTES, RingAllocator
+from ..core import RELEASE_RECORD_BYTES, FramesinkError, RingAllocator
 
 REGISTER_MAGIC = b"FSRING01"
 REGISTER = struct.Struct("<8sQ")
@@ -36,7 +36,7 @@ PAGE = mmap.PAGESIZE
 SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
 
 
-class RingError(RuntimeError):
+class RingError(FramesinkError, RuntimeError):
     """The ring could not be registered, or the daemon stopped serving it."""
 
 

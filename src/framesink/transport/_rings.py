@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import SLOT_ALIGNMENT, LentSlots, WireError
+from ..core import SLOT_ALIGNMENT, LentSlots, RefusalError
 from ._ring import REGISTER, REGISTER_MAGIC, RELEASE
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,14 @@ class Ring:
         return self.lend_run(((offset, length),), acquisition)
 
     def lend_run(self, slots: tuple[tuple[int, int], ...], acquisition: str) -> RingLease:
-        """Lend slots that lie back to back (offset, length each) as one lease; WireError
+        """Lend slots that lie back to back (offset, length each) as one lease; RefusalError
         as for one slot when any cannot be lent (then none is)."""
         offset = slots[0][0]
         length = sum(slot_length for _, slot_length in slots)
         if any(slot_offset % SLOT_ALIGNMENT for slot_offset, _ in slots[1:]):
-            raise WireError("bad_shm", f"a slot is not a multiple of {SLOT_ALIGNMENT}", acquisition)
+            raise RefusalError(
+                "bad_shm", f"a slot is not a multiple of {SLOT_ALIGNMENT}", acquisition
+            )
         with self._lock:
             # A publisher that went away still sent these: its ring stays mapped (the
             # seals keep it whole) until its acquisitions end.

@@ -64,6 +64,10 @@ class Folder:
         os.mkdir(name, FOLDER_MODE, dir_fd=self.fd)
         return Folder(os.open(name, _DIRECTORY_FLAGS, dir_fd=self.fd), self.path / name)
 
+    def open_subfolder(self, name: str) -> Folder:
+        """Open the existing folder ``name`` in this one (a link is refused)."""
+        return Folder(os.open(name, _DIRECTORY_FLAGS, dir_fd=self.fd), self.path / name)
+
     def duplicate(self) -> Folder:
         """Another handle on the same folder, to give away (closing one keeps the other)."""
         return Folder(os.dup(self.fd), self.path)

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from ..core import (
     NAME_MAX_BYTES,
     ExistsPolicy,
+    FramesinkError,
     OutputFiles,
     check_characters,
     check_output_name,
@@ -24,7 +25,7 @@ from ._folder import Folder
 MAX_SUFFIX = 9999
 
 
-class PathError(ValueError):
+class PathError(FramesinkError, ValueError):
     """An output location that framesink refuses to write to."""
 
 
@@ -56,7 +57,7 @@ def folder_is_taken(folder: Folder, files: OutputFiles) -> bool:
 
 
 def open_output_folder(
-    data_root: Path, output_path: str, output_name: str, policy: ExistsPolicy
+    data_root: Path, output_path: str, files: OutputFiles, policy: ExistsPolicy
 ) -> Folder:
     """Open (creating it) the folder an acquisition will be written to.
 
@@ -64,13 +65,13 @@ def open_output_folder(
     below the root), a bad or reserved name, or a taken folder under the ``error``
     policy. A refused location leaves no folder behind.
     """
+    output_name = files.name
     try:
         check_output_name(output_name)
     except ValueError as exc:
         raise PathError(str(exc)) from None
     parts = relative_parts(output_path)
     root = data_root.resolve(strict=True)
-    files = OutputFiles(output_name)
     folder = _open(root, parts, output_path)
     if not folder_is_taken(folder, files):
         return folder

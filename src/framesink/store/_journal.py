@@ -17,13 +17,16 @@ import os
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from ..core import JOURNAL_FILE
+from ..core import JOURNAL_FILE, FramesinkError
 from ._folder import Folder
 
-JOURNAL_VERSION = 2
-"""Version 2 added the ``frames`` events; version 1 journals are still read."""
+JOURNAL_VERSION = 3
+"""Version 2 added the ``frames`` events, version 3 the format and its options (earlier
+journals are OME-TIFF ones); all are still read."""
+
+FORMAT_OF_EARLIER_JOURNALS = "ome-tiff"
 
 
 class JournalHeader(BaseModel):
@@ -33,8 +36,11 @@ class JournalHeader(BaseModel):
 
     journal: int = JOURNAL_VERSION
     acquisition: str
+    format: str = FORMAT_OF_EARLIER_JOURNALS
+    options: dict[str, Any] = {}
+    """The format's :class:`~framesink.core.StorageOptions` that shape the image."""
     name: str
-    tiff: str
+    image: str = Field(validation_alias=AliasChoices("image", "tiff"))
     partial: str
     sidecar: str
     axes: str
@@ -59,7 +65,7 @@ class JournalState(BaseModel):
     error: str | None = None
 
 
-class JournalInUseError(RuntimeError):
+class JournalInUseError(FramesinkError, RuntimeError):
     """A live writer holds this journal: its acquisition is running, not interrupted."""
 
 

@@ -1,24 +1,33 @@
-"""framesink's own FrameSink: each acquisition becomes an OME-TIFF written by StreamWriter."""
+"""framesink's own FrameSink: each acquisition is written by an AcquisitionWriter in its format."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..core import AcquisitionRecord, FinishReason, FrameChunk, SinkProgress, SinkSpec
+from ..core import (
+    AcquisitionRecord,
+    FinishReason,
+    FrameChunk,
+    OutputFiles,
+    SinkProgress,
+    SinkSpec,
+)
+from ._format import ImageFormat
 from ._paths import open_output_folder
-from ._writer import StreamWriter
+from ._writer import AcquisitionWriter
 
 
-class TiffSink:
-    """Creates the files at ``prepare``; everything else is the StreamWriter's."""
+class StoreSink:
+    """Creates the files at ``prepare``; everything else is the AcquisitionWriter's."""
 
-    def __init__(self, spec: SinkSpec) -> None:
+    def __init__(self, spec: SinkSpec, image_format: ImageFormat) -> None:
         self.spec = spec
-        self._writer: StreamWriter | None = None
+        self.format = image_format
+        self._writer: AcquisitionWriter | None = None
 
     @property
-    def writer(self) -> StreamWriter:
+    def writer(self) -> AcquisitionWriter:
         if self._writer is None:
             raise RuntimeError(f"the sink of {self.spec.acquisition!r} was never prepared")
         return self._writer
@@ -32,18 +41,20 @@ class TiffSink:
         if self._writer is not None:
             return
         spec = self.spec
-        folder = open_output_folder(spec.data_root, spec.output_path, spec.name, spec.on_exists)
+        files = OutputFiles(spec.name, self.format.suffix)
+        folder = open_output_folder(spec.data_root, spec.output_path, files, spec.on_exists)
         try:
-            self._writer = StreamWriter(
+            self._writer = AcquisitionWriter(
                 folder,
                 spec.name,
                 spec.metadata,
+                image_format=self.format,
                 dtype=spec.layout.dtype,
                 frame_shape=spec.layout.frame_shape,
                 shape=spec.layout.leading_shape,
                 acquisition=spec.acquisition,
                 fsync_interval=spec.fsync_interval,
-                direct_io=spec.direct_io,
+                options=spec.options,
             )
         except BaseException:
             folder.discard_created()
@@ -75,7 +86,7 @@ class TiffSink:
         writer = self.writer
         record = writer.record
         return SinkProgress(
-            path=writer.folder / (record.files.tiff if record else writer.files.partial),
+            path=writer.path / (record.files.image if record else writer.files.partial),
             started=writer.started,
             frames_written=writer.frames_written,
             frames_missing=writer.frames_missing,

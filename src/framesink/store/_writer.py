@@ -1,22 +1,24 @@
-"""Streaming OME-TIFF writer: open, append chunks, record gaps, finalize.
+"""The streaming writer of one acquisition, whatever its format: open, append, finalize.
 
-Frames are appended as contiguous BigTIFF pages under a temporary name; the OME-XML,
-the final name and metadata.json come at finalize. A journal written at open makes a
-file left behind by a crash recoverable (see :func:`framesink.recover`).
+Frames go to the format's :class:`~framesink.store.Image` under a temporary name as
+they arrive; per-frame metadata goes to the sidecar, events to the journal (which
+makes an interrupted acquisition recoverable, see :func:`framesink.recover`), counts
+to the :class:`~framesink.core.Ledger`. At finalize the image is completed and
+described, gets its final name, and metadata.json is written beside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
-import tifffile
 
 from ..core import (
     RESERVED_METADATA_KEY,
@@ -26,37 +28,34 @@ from ..core import (
     FrameChunk,
     FrameLayout,
     FrameMetadata,
+    Ledger,
     MetaData,
     OutputFiles,
+    StorageOptions,
     WriteError,
     __version__,
-    build_ome_xml,
     check_output_name,
     metadata_dict,
     metadata_document,
-    utc_now,
 )
 from ._files import describe_os_error, write_json_atomically
 from ._folder import Folder
+from ._format import Image, ImageFormat
 from ._journal import Journal, JournalHeader
 from ._paths import folder_is_taken
-from ._series import ContiguousSeries
 from ._sidecar import Sidecar, read_sidecar
 
 log = logging.getLogger(__name__)
 
-PLACEHOLDER_DESCRIPTION = (
-    "framesink: acquisition in progress; if this file was left behind, "
-    "run `framesink recover` on its folder"
-)
+DEFAULT_OPTIONS = StorageOptions()
 
 
-class StreamWriter:
-    """Writes one acquisition to ``<folder>/<name>.ome.tiff`` as frames arrive.
+class AcquisitionWriter:
+    """Writes one acquisition to ``<folder>/<name><suffix>`` as frames arrive.
 
     Memory stays flat: frames go straight to disk, per-frame metadata to a sidecar.
-    ``finalize`` is idempotent and always leaves a readable file (or, if even that
-    fails, a partial file plus journal that ``framesink recover`` can repair).
+    ``finalize`` is idempotent and always leaves a readable image (or, if even that
+    fails, a partial image plus journal that ``framesink recover`` can repair).
     """
 
     def __init__(
@@ -65,36 +64,35 @@ class StreamWriter:
         name: str,
         metadata: MetaData | Mapping[str, Any],
         *,
+        image_format: ImageFormat,
         dtype: object,
         frame_shape: Sequence[int],
         shape: Sequence[int | None] | None = None,
         acquisition: str | None = None,
         overwrite: bool = False,
         fsync_interval: float | None = 1.0,
-        direct_io: bool = True,
+        options: StorageOptions = DEFAULT_OPTIONS,
+        started: str | None = None,
     ) -> None:
         self.metadata = metadata_dict(metadata)
         self.layout = FrameLayout.create(
             self.metadata["axes"], dtype, list(frame_shape), None if shape is None else list(shape)
         )
         self.name = check_output_name(name)
-        self.directory = folder if isinstance(folder, Folder) else _open_folder(folder)
-        self.folder = self.directory.path
+        self.format = image_format
+        self.options = options
+        self.folder = folder if isinstance(folder, Folder) else _open_folder(folder)
         self.acquisition = acquisition or self.name
+        self.ledger = Ledger(self.acquisition, self.layout, started)
         self.fsync_interval = fsync_interval
-        self.files = OutputFiles(self.name)
-        self.started = utc_now()
-        self.frames_written = 0
-        self.frames_dropped = 0
-        self.messages_lost = 0
-        self.missing_ranges: list[list[int]] = []
+        self.files = OutputFiles(self.name, image_format.suffix)
         self._failure: OSError | None = None
         self._record: AcquisitionRecord | None = None
         try:
-            self._open_files(overwrite, direct_io)
+            self._open_files(overwrite)
         except BaseException:
             if not isinstance(folder, Folder):
-                self.directory.close()
+                self.folder.close()
             raise
         self._sync_lock = threading.Lock()
         self._closing = threading.Event()
@@ -107,31 +105,57 @@ class StreamWriter:
 
     # -- paths and state -------------------------------------------------------------
     @property
+    def path(self) -> Path:
+        """The acquisition's folder."""
+        return self.folder.path
+
+    @property
     def partial_path(self) -> Path:
-        return self.folder / self.files.partial
+        return self.path / self.files.partial
 
     @property
-    def tiff_path(self) -> Path:
-        return self.folder / self.files.tiff
+    def image_path(self) -> Path:
+        """Where the finished image goes."""
+        return self.path / self.files.image
 
     @property
-    def frames_in_file(self) -> int:
-        """Frames (written or zero-filled) the file holds."""
-        return self._series.pages
+    def started(self) -> str:
+        return self.ledger.started
 
     @property
-    def direct_io(self) -> bool:
-        """True if pixels were written past the page cache (O_DIRECT)."""
-        return self._series.is_direct
+    def frames_written(self) -> int:
+        return self.ledger.frames_written
+
+    @property
+    def frames_missing(self) -> int:
+        return self.ledger.frames_missing
+
+    @property
+    def missing_ranges(self) -> list[list[int]]:
+        return self.ledger.missing_ranges
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.ledger.frames_dropped
+
+    @property
+    def messages_lost(self) -> int:
+        return self.ledger.messages_lost
 
     @property
     def bytes_written(self) -> int:
         """Pixel bytes received and written (zero-filled frames not counted)."""
-        return self.frames_written * self.layout.frame_bytes
+        return self.ledger.bytes_written
 
     @property
-    def frames_missing(self) -> int:
-        return sum(last - first + 1 for first, last in self._missing_in_file())
+    def frames_in_file(self) -> int:
+        """Frames (written or zero-filled) the image holds."""
+        return self._image.frames
+
+    @property
+    def direct_io(self) -> bool:
+        """True if pixels were written past the page cache (O_DIRECT)."""
+        return self._image.is_direct
 
     @property
     def is_full(self) -> bool:
@@ -147,36 +171,34 @@ class StreamWriter:
         """The record of the finalized acquisition, or None while it is open."""
         return self._record
 
-    def _open_files(self, overwrite: bool, direct_io: bool) -> None:
-        """The journal first (recovery needs it), then the TIFF; none is left on failure."""
+    def _open_files(self, overwrite: bool) -> None:
+        """The journal first (recovery needs it), then the image; none is left on failure."""
         self._prepare_folder(overwrite)
-        self._sidecar = Sidecar(self.directory, self.files.sidecar)
-        self._journal = Journal(self.directory, self._journal_header())
+        self._sidecar = Sidecar(self.folder, self.files.sidecar)
+        self._journal = Journal(self.folder, self._journal_header())
         try:
-            self._series = ContiguousSeries(
-                self.directory,
-                self.files.partial,
-                self.layout,
-                description=PLACEHOLDER_DESCRIPTION,
-                direct_io=direct_io,
+            self._image: Image = self.format.create(
+                self.folder, self.files, self.layout, self.options, self._journal
             )
         except BaseException:
             self._journal.remove()
-            self.directory.unlink(self.files.partial)
+            self.folder.unlink(self.files.partial)
             raise
 
     def _prepare_folder(self, overwrite: bool) -> None:
-        if folder_is_taken(self.directory, self.files) and not overwrite:
-            raise FileExistsError(f"{self.folder} already holds files of acquisition {self.name!r}")
+        if folder_is_taken(self.folder, self.files) and not overwrite:
+            raise FileExistsError(f"{self.path} already holds files of acquisition {self.name!r}")
         # A sidecar alone is a leftover (its acquisition's other files are gone).
         for name in self.files.all if overwrite else (self.files.sidecar,):
-            self.directory.unlink(name)
+            self.folder.unlink(name)
 
     def _journal_header(self) -> JournalHeader:
         return JournalHeader(
             acquisition=self.acquisition,
+            format=self.format.name,
+            options=dataclasses.asdict(self.options),
             name=self.name,
-            tiff=self.files.tiff,
+            image=self.files.image,
             partial=self.files.partial,
             sidecar=self.files.sidecar,
             axes=self.layout.axes,
@@ -222,13 +244,13 @@ class StreamWriter:
     def note_dropped(self, count: int) -> None:
         """Count frames that arrived too late or twice and were not written."""
         self._ensure_open()
-        self.frames_dropped += count
+        self.ledger.note_dropped(count)
         self._journal.append({"dropped": count})
 
     def note_lost_messages(self, count: int) -> None:
         """Count messages that never arrived (gaps in ``seq``): the acquisition is incomplete."""
         self._ensure_open()
-        self.messages_lost += count
+        self.ledger.note_lost_messages(count)
         self._journal.append({"lost_messages": count})
 
     def _as_frames(self, frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -262,7 +284,7 @@ class StreamWriter:
         if self._failure is not None:
             raise RuntimeError(f"acquisition {self.acquisition!r} failed: {self._failure}")
 
-    def _guard(self, operation: Any, *args: Any) -> None:
+    def _guard(self, operation: Callable[..., None], *args: Any) -> None:
         try:
             operation(*args)
         except OSError as exc:
@@ -279,7 +301,7 @@ class StreamWriter:
         """Write the pixels, then the sidecar lines; only then do the frames count as written."""
         first = self.frames_in_file
         try:
-            self._series.append(chunks)
+            self._image.append(chunks)
         finally:
             stored = self.frames_in_file - first
             self._sidecar.append(
@@ -288,13 +310,13 @@ class StreamWriter:
                 if meta
             )
             self._journal.append({"frames": self.frames_in_file})
-            self.frames_written += stored
+            self.ledger.note_written(stored)
 
     def _zero_fill(self, count: int) -> None:
         first = self.frames_in_file
-        self.missing_ranges.append([first, first + count - 1])
         self._journal.append({"missing": [first, first + count - 1]})
-        self._series.append_empty(count)
+        self._image.append_empty(count)
+        self.ledger.note_missing(first, count)
         self._journal.append({"frames": self.frames_in_file})
 
     def sync(self) -> None:
@@ -302,7 +324,7 @@ class StreamWriter:
         with self._sync_lock:
             if self._closing.is_set():
                 return
-            self._series.sync()
+            self._image.sync()
             self._sidecar.sync()
             self._journal.sync()
 
@@ -345,26 +367,31 @@ class StreamWriter:
         if self._failure is not None and not error:
             errors.append(f"write failed: {describe_os_error(self._failure)}")
         try:
-            tiff_name = self._finish_tiff(errors)
+            image_name = self._finish_image(errors)
             if errors:
                 reason = FinishReason.ERROR
-            self._record = self._make_record(reason, tiff_name, "; ".join(errors) or None)
+            self._record = self.ledger.record(
+                reason,
+                self._files_record(image_name),
+                self.frames_in_file,
+                "; ".join(errors) or None,
+            )
             metadata_written = self._write_metadata(errors)
         finally:
-            self.directory.close()
-        if tiff_name != self.files.tiff or not metadata_written:
+            self.folder.close()
+        if image_name != self.files.image or not metadata_written:
             raise WriteError(self._record.error or "finalize failed", self._record)
         return self._record
 
-    def _finish_tiff(self, errors: list[str]) -> str:
-        """Close, describe and rename the TIFF; return the name it ends up under.
+    def _finish_image(self, errors: list[str]) -> str:
+        """Close, describe and rename the image; return the name it ends up under.
 
-        Each step degrades gracefully: a file that cannot be closed stays under its
-        temporary name for ``framesink recover``; one whose OME-XML cannot be embedded
-        is still a readable TIFF.
+        Each step degrades gracefully: an image that cannot be closed stays under its
+        temporary name for ``framesink recover``; one whose metadata cannot be embedded
+        is still a readable image.
         """
         try:
-            self._close_tiff()
+            self._close_image()
         except (OSError, ValueError) as exc:
             errors.append(
                 f"could not close {self.files.partial}: {exc}; "
@@ -373,25 +400,25 @@ class StreamWriter:
             self._close_quietly()
             return self.files.partial
         try:
-            self._embed_ome_xml()
+            self._describe_image()
         except (OSError, ValueError) as exc:
-            errors.append(f"could not embed the OME-XML: {exc}; the pixels are intact")
+            errors.append(f"could not embed the metadata: {exc}; the pixels are intact")
         try:
             self._sync_file(self.files.partial)
-            self.directory.rename(self.files.partial, self.files.tiff)
-            self.directory.sync()
+            self.folder.rename(self.files.partial, self.files.image)
+            self.folder.sync()
         except OSError as exc:
             errors.append(f"could not rename {self.files.partial}: {exc}")
             return self.files.partial
-        return self.files.tiff
+        return self.files.image
 
-    def _close_tiff(self) -> None:
+    def _close_image(self) -> None:
         if self._failure is None:
             try:
                 self._pad_to_whole_step()
             except OSError as exc:
                 self._failure = exc
-        self._series.close()
+        self._image.close()
         self._sidecar.close()
 
     def _pad_to_whole_step(self) -> None:
@@ -399,74 +426,36 @@ class StreamWriter:
         if padding:
             self._zero_fill(padding)
 
-    def _embed_ome_xml(self) -> None:
-        frames = self.frames_in_file
-        xml = build_ome_xml(
-            self.layout,
-            frames,
+    def _describe_image(self) -> None:
+        self._image.describe(
             {k: v for k, v in self.metadata.items() if k != "notes"},
-            self.name,
-            read_sidecar(self.directory, self.files.sidecar),
+            read_sidecar(self.folder, self.files.sidecar),
         )
-        with self.directory.open_binary(self.files.partial, "r+b") as handle:
-            tifffile.tiffcomment(
-                tifffile.FileHandle(handle, name=self.files.partial), xml.encode("utf-8")
-            )
 
     def _sync_file(self, name: str) -> None:
-        descriptor = self.directory.open(name)
+        descriptor = self.folder.open(name)
         try:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
 
     def _close_quietly(self) -> None:
-        for close in (self._series.close_quietly, self._sidecar.close):
+        for close in (self._image.close_quietly, self._sidecar.close):
             try:
                 close()
             except (OSError, ValueError):
                 continue
 
-    def _make_record(
-        self, reason: FinishReason, tiff_name: str, error: str | None
-    ) -> AcquisitionRecord:
+    def _files_record(self, image_name: str) -> AcquisitionFiles:
         sidecar = self.files.sidecar if self._sidecar.exists else None
-        return AcquisitionRecord(
-            acquisition=self.acquisition,
-            files=AcquisitionFiles(tiff=tiff_name, sidecar=sidecar),
-            dtype=self.layout.dtype.name,
-            axes=self.layout.axes,
-            shape=list(self.layout.file_shape(self.frames_in_file)),
-            declared_shape=list(self.layout.leading_shape),
-            frames_written=self.frames_written,
-            frames_missing=self.frames_missing,
-            missing_ranges=self._missing_in_file(),
-            frames_dropped=self.frames_dropped,
-            messages_lost=self.messages_lost,
-            bytes_written=self.bytes_written,
-            started=self.started,
-            stopped=utc_now(),
-            complete=(
-                reason is FinishReason.STOP
-                and error is None
-                and not self.missing_ranges
-                and not self.messages_lost
-            ),
-            reason=reason,
-            error=error,
-            version=__version__,
-        )
-
-    def _missing_in_file(self) -> list[list[int]]:
-        """Missing ranges clipped to the frames the file holds (a fill may have failed)."""
-        end = self.frames_in_file - 1
-        return [[first, min(last, end)] for first, last in self.missing_ranges if first <= end]
+        aliases = dict.fromkeys(self.format.record_aliases, image_name)
+        return AcquisitionFiles.model_validate({**aliases, "image": image_name, "sidecar": sidecar})
 
     def _write_metadata(self, errors: list[str]) -> bool:
         assert self._record is not None
         try:
             write_json_atomically(
-                self.directory,
+                self.folder,
                 self.files.metadata,
                 metadata_document(self.metadata, self._record),
             )
@@ -477,7 +466,7 @@ class StreamWriter:
             )
             self._journal.close()
             return False
-        if self._record.files.tiff == self.files.tiff:
+        if self._record.files.image == self.files.image:
             self._journal.remove()
         else:
             self._journal.append({"error": self._record.error})

@@ -1,24 +1,26 @@
-"""Rebuild acquisitions interrupted by SIGKILL or power loss.
+"""Rebuild acquisitions interrupted by SIGKILL or power loss, whatever their format.
 
-A crashed writer leaves ``<name>.ome.tiff.partial`` (a BigTIFF whose first IFD is on
-disk and whose frames follow it contiguously) and the journal. Every complete frame
-on disk is copied into a fresh OME-TIFF; the zero-filled gaps, dropped counts and stop
-metadata come from the journal.
+A crashed writer leaves its partial image and the journal, whose header names the
+format. The format reopens the image (:meth:`ImageFormat.open_interrupted`) and tells
+how many frames are complete on disk; each is copied into a fresh image of the same
+format, and the zero-filled gaps, dropped counts and stop metadata come from the
+journal. Each folder is recovered on its own: one that fails is reported and marked,
+the others go on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import tifffile
 
 from ..core import (
     JOURNAL_FILE,
@@ -27,14 +29,20 @@ from ..core import (
     RECOVERY_FOLDER,
     AcquisitionRecord,
     FinishReason,
+    FramesinkError,
     OutputFiles,
+    StorageOptions,
     WriteError,
     check_output_name,
 )
 from ._folder import Folder
+from ._format import ImageFormat, InterruptedImage
 from ._journal import JournalInUseError, JournalState, lock_journal, read_journal
 from ._sidecar import copy_sidecar
-from ._writer import StreamWriter
+from ._writer import AcquisitionWriter
+
+FormatLookup = Callable[[str], ImageFormat]
+"""The format a journal names; raises KeyError for one this process does not know."""
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +50,7 @@ COPY_CHUNK_BYTES = 16 << 20
 """Frames are copied through one reused buffer of this size (memory stays flat)."""
 
 
-class RecoveryError(RuntimeError):
+class RecoveryError(FramesinkError, RuntimeError):
     """An interrupted acquisition could not be rebuilt."""
 
 
@@ -69,7 +77,9 @@ class RecoveryOutcome:
     error: str | None = None
 
 
-def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[RecoveryOutcome]:
+def recover_each(
+    path: str | Path, formats: FormatLookup, *, retry_failed: bool = True
+) -> Iterator[RecoveryOutcome]:
     """Recover every interrupted acquisition at or under ``path``, one folder at a time.
 
     Whatever goes wrong in one folder (even running out of memory) is reported for it
@@ -83,7 +93,7 @@ def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[Rec
             yield RecoveryOutcome(folder, error=marker.read_text(errors="replace").strip())
             continue
         try:
-            record = recover_folder(folder)
+            record = recover_folder(folder, formats)
         except JournalInUseError as exc:
             log.info("skipping %s: %s", folder, exc)
             continue
@@ -98,14 +108,14 @@ def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[Rec
         yield RecoveryOutcome(folder, record=record)
 
 
-def recover(path: str | Path) -> list[AcquisitionRecord]:
+def recover(path: str | Path, formats: FormatLookup) -> list[AcquisitionRecord]:
     """Recover every interrupted acquisition at or under ``path``; return their records.
 
     An acquisition that cannot be recovered is logged, marked and skipped, so one
     damaged folder does not block the others; RecoveryError is raised at the end if
     any failed.
     """
-    outcomes = list(recover_each(path))
+    outcomes = list(recover_each(path, formats))
     failures = [f"{outcome.folder}: {outcome.error}" for outcome in outcomes if outcome.error]
     if failures:
         raise RecoveryError("; ".join(failures))
@@ -127,51 +137,67 @@ def _mark_failed(path: Path, error: str) -> None:
         log.error("could not write %s: %s", path / RECOVERY_FAILED_FILE, exc)
 
 
-def recover_folder(path: Path) -> AcquisitionRecord:
+def recover_folder(path: Path, formats: FormatLookup) -> AcquisitionRecord:
     """Rebuild the interrupted acquisition in ``path`` (JournalInUseError if it is live)."""
     with Folder.at(path, create=False) as folder, folder.open_binary(JOURNAL_FILE) as held:
         lock_journal(held, path / JOURNAL_FILE)
         state = read_journal(held, path / JOURNAL_FILE)
-        _check_names(state)
-        return _rebuild(folder, state)
+        image_format = _format_of(state, formats)
+        _check_names(state, image_format)
+        return _rebuild(folder, state, image_format)
 
 
-def _check_names(state: JournalState) -> None:
+def _format_of(state: JournalState, formats: FormatLookup) -> ImageFormat:
+    try:
+        return formats(state.header.format)
+    except KeyError:
+        raise RecoveryError(
+            f"the journal names the format {state.header.format!r}, which this framesink "
+            "does not know (is the package that provides it installed?)"
+        ) from None
+
+
+def _check_names(state: JournalState, image_format: ImageFormat) -> None:
     """The journal names only the files its acquisition may have: nothing else is touched."""
     header = state.header
-    files = OutputFiles(check_output_name(header.name))
-    named = (header.tiff, header.partial, header.sidecar)
-    if named != (files.tiff, files.partial, files.sidecar):
+    files = OutputFiles(check_output_name(header.name), image_format.suffix)
+    named = (header.image, header.partial, header.sidecar)
+    if named != (files.image, files.partial, files.sidecar):
         raise RecoveryError(f"the journal names unexpected files {named}")
 
 
-def _rebuild(folder: Folder, state: JournalState) -> AcquisitionRecord:
+def _rebuild(folder: Folder, state: JournalState, image_format: ImageFormat) -> AcquisitionRecord:
     header = state.header
-    # A crash after the rename but before metadata.json leaves the final TIFF as the source.
-    source = header.partial if folder.is_file(header.partial) else header.tiff
-    frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
+    # A crash after the rename but before metadata.json leaves the final image as the source.
+    source = header.partial if folder.exists(header.partial) else header.image
     with contextlib.ExitStack() as stack:
-        pixels = stack.enter_context(folder.open_binary(source)) if folder.is_file(source) else None
-        frames_on_disk, data_offset = _frames_on_disk(pixels, source, frame_bytes, state.frames)
+        image = (
+            image_format.open_interrupted(folder, source, state) if folder.exists(source) else None
+        )
+        if image is not None:
+            stack.callback(image.close)
+        frames_on_disk = image.frames if image is not None else 0
         if folder.exists(RECOVERY_FOLDER):
             shutil.rmtree(RECOVERY_FOLDER, dir_fd=folder.fd)
         workspace = stack.enter_context(folder.subfolder(RECOVERY_FOLDER))
-        writer = StreamWriter(
+        writer = AcquisitionWriter(
             workspace.duplicate(),
             header.name,
             header.metadata,
+            image_format=image_format,
             dtype=header.dtype,
             frame_shape=header.frame_shape,
             shape=header.shape,
             acquisition=header.acquisition,
             fsync_interval=None,
+            options=_options(header.options),
+            started=header.started,
         )
-        writer.started = header.started
         if folder.is_file(header.sidecar):
             copy_sidecar(folder, workspace, header.sidecar, frames_on_disk)
         try:
-            if pixels is not None:
-                _copy_frames(writer, pixels, data_offset, frames_on_disk, state)
+            if image is not None:
+                _copy_frames(writer, image, state)
             _record_lost_frames(writer, state)
             if state.frames_dropped:
                 writer.note_dropped(state.frames_dropped)
@@ -182,10 +208,11 @@ def _rebuild(folder: Folder, state: JournalState) -> AcquisitionRecord:
             )
         except WriteError as exc:
             raise RecoveryError(str(exc)) from exc
-        for name in (record.files.tiff, record.files.sidecar, record.files.metadata):
+        for name in (record.files.image, record.files.sidecar, record.files.metadata):
             if name:
                 workspace.rename(name, name, into=folder)
-    for leftover in (header.partial, METADATA_TEMP, JOURNAL_FILE):
+    _remove(folder, header.partial)
+    for leftover in (METADATA_TEMP, JOURNAL_FILE):
         folder.unlink(leftover)
     shutil.rmtree(RECOVERY_FOLDER, dir_fd=folder.fd, ignore_errors=True)
     folder.sync()
@@ -198,39 +225,22 @@ def _rebuild(folder: Folder, state: JournalState) -> AcquisitionRecord:
     return record
 
 
-def _frames_on_disk(
-    source: IO[bytes] | None, name: str, frame_bytes: int, journaled: int | None
-) -> tuple[int, int]:
-    """Complete frames in ``source`` that recovery may keep, and where its pixels start.
-
-    The journal's count decides: bytes after the last journaled frame may be a page
-    index (IFDs) written at finalize, not pixels. Frames the journal counts but whose
-    bytes never reached the disk (power loss) are cut off by the file's size.
-    """
-    if source is None:
-        return 0, 0
-    size = os.fstat(source.fileno()).st_size
-    if size == 0:
-        return 0, 0
-    try:
-        with tifffile.TiffFile(tifffile.FileHandle(source, name=name)) as tiff:
-            pages = len(tiff.pages)
-            first = tiff.pages[0]
-            offset = int(first.dataoffsets[0])
-            closed = pages > 1 or str(getattr(first, "description", "")).startswith("<?xml")
-    except (tifffile.TiffFileError, IndexError, ValueError, OSError):
-        return 0, 0
-    in_file = max(0, (size - offset) // frame_bytes)
-    if journaled is not None:
-        return min(journaled, in_file), offset
-    # A version 1 journal has no frame count: the file's own page index, else its size.
-    log.warning("%s: journal without frame counts; counting frames from the file", name)
-    return (pages if closed else in_file), offset
+def _options(journaled: dict[str, Any]) -> StorageOptions:
+    """The options the journal names (ones this version does not know are left out)."""
+    known = {field.name for field in dataclasses.fields(StorageOptions)}
+    return StorageOptions(**{k: v for k, v in journaled.items() if k in known})
 
 
-def _copy_frames(
-    writer: StreamWriter, source: IO[bytes], data_offset: int, frames: int, state: JournalState
-) -> None:
+def _remove(folder: Folder, name: str) -> None:
+    """Remove the partial image, a file or (for formats that write folders) a tree."""
+    if folder.is_file(name) or not folder.exists(name):
+        folder.unlink(name)
+    else:
+        shutil.rmtree(name, dir_fd=folder.fd)
+
+
+def _copy_frames(writer: AcquisitionWriter, image: InterruptedImage, state: JournalState) -> None:
+    frames = image.frames
     if frames == 0:
         return
     capacity = writer.layout.capacity
@@ -245,12 +255,12 @@ def _copy_frames(
         for first in range(start, stop, step):
             count = min(stop, first + step) - first
             chunk = buffer[: count * frame_bytes]
-            if not _read_exactly(source.fileno(), data_offset + first * frame_bytes, chunk):
-                raise RecoveryError(f"the file ended while frame {first} was read")
+            if not image.read(first, chunk):
+                raise RecoveryError(f"the image ended while frame {first} was read")
             writer.write(chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape))
 
 
-def _record_lost_frames(writer: StreamWriter, state: JournalState) -> None:
+def _record_lost_frames(writer: AcquisitionWriter, state: JournalState) -> None:
     """Frames the journal counts but the disk lost (power loss) become recorded gaps."""
     journaled = state.frames or 0
     capacity = writer.layout.capacity
@@ -262,7 +272,7 @@ def _record_lost_frames(writer: StreamWriter, state: JournalState) -> None:
         writer.skip(lost)
 
 
-def _read_exactly(fd: int, offset: int, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
+def read_exactly(fd: int, offset: int, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
     """Fill ``into`` from ``offset``; False if the file ends first."""
     view, done = into.data, 0
     while done < into.nbytes:

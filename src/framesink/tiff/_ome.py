@@ -16,8 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from ._layout import FrameLayout
-from ._version import __version__
+from ..core import FrameLayout, __version__
 
 OME_NS = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"

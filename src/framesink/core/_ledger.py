@@ -1,0 +1,79 @@
+"""The ledger of one acquisition: what became of its frames, whatever the format (pure).
+
+It holds the numbers the record, the status and the journal report (frames written,
+missing ranges, dropped frames, lost messages) as running counts, so that asking for
+them costs nothing however long the acquisition runs.
+"""
+
+from __future__ import annotations
+
+from ._layout import FrameLayout
+from ._record import AcquisitionFiles, AcquisitionRecord, FinishReason, utc_now
+from ._version import __version__
+
+
+class Ledger:
+    """Counts kept as frames are stored, skipped, dropped or lost."""
+
+    def __init__(self, acquisition: str, layout: FrameLayout, started: str | None = None) -> None:
+        self.acquisition = acquisition
+        self.layout = layout
+        self.started = started or utc_now()
+        self.frames_written = 0
+        self.frames_missing = 0
+        self.frames_dropped = 0
+        self.messages_lost = 0
+        self.missing_ranges: list[list[int]] = []
+
+    @property
+    def bytes_written(self) -> int:
+        """Pixel bytes received and stored (zero-filled frames not counted)."""
+        return self.frames_written * self.layout.frame_bytes
+
+    def note_written(self, count: int) -> None:
+        self.frames_written += count
+
+    def note_missing(self, first: int, count: int) -> None:
+        """``count`` frames from ``first`` never came; the image holds zeros there."""
+        self.missing_ranges.append([first, first + count - 1])
+        self.frames_missing += count
+
+    def note_dropped(self, count: int) -> None:
+        self.frames_dropped += count
+
+    def note_lost_messages(self, count: int) -> None:
+        self.messages_lost += count
+
+    def record(
+        self,
+        reason: FinishReason,
+        files: AcquisitionFiles,
+        frames_in_image: int,
+        error: str | None,
+    ) -> AcquisitionRecord:
+        """The acquisition record for an image holding ``frames_in_image`` frames."""
+        return AcquisitionRecord(
+            acquisition=self.acquisition,
+            files=files,
+            dtype=self.layout.dtype.name,
+            axes=self.layout.axes,
+            shape=list(self.layout.file_shape(frames_in_image)),
+            declared_shape=list(self.layout.leading_shape),
+            frames_written=self.frames_written,
+            frames_missing=self.frames_missing,
+            missing_ranges=[list(r) for r in self.missing_ranges],
+            frames_dropped=self.frames_dropped,
+            messages_lost=self.messages_lost,
+            bytes_written=self.bytes_written,
+            started=self.started,
+            stopped=utc_now(),
+            complete=(
+                reason is FinishReason.STOP
+                and error is None
+                and not self.missing_ranges
+                and not self.messages_lost
+            ),
+            reason=reason,
+            error=error,
+            version=__version__,
+        )

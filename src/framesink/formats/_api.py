@@ -1,0 +1,82 @@
+"""What the rest of framesink uses of the formats: writers, sinks and recovery by format name."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core import AcquisitionRecord, MetaData, SinkSpec, StorageOptions
+from ..store import (
+    AcquisitionWriter,
+    Folder,
+    RecoveryOutcome,
+    StoreSink,
+)
+from ..store import recover as _recover
+from ..store import (
+    recover_each as _recover_each,
+)
+from ._registry import DEFAULT_FORMAT, FORMATS
+
+
+class StreamWriter(AcquisitionWriter):
+    """Writes one acquisition as frames arrive, in the format named by ``format``.
+
+    Open it on a folder, append frames (``write``, ``write_batch``), record frames that
+    never came (``skip``), and ``finalize`` (also on leaving a ``with`` block): the image
+    gets its final name and metadata.json is written beside it. Memory stays flat.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path | Folder,
+        name: str,
+        metadata: MetaData | Mapping[str, Any],
+        *,
+        dtype: object,
+        frame_shape: Sequence[int],
+        shape: Sequence[int | None] | None = None,
+        acquisition: str | None = None,
+        overwrite: bool = False,
+        fsync_interval: float | None = 1.0,
+        direct_io: bool = True,
+        format: str = DEFAULT_FORMAT,
+    ) -> None:
+        super().__init__(
+            folder,
+            name,
+            metadata,
+            image_format=FORMATS.get(format),
+            dtype=dtype,
+            frame_shape=frame_shape,
+            shape=shape,
+            acquisition=acquisition,
+            overwrite=overwrite,
+            fsync_interval=fsync_interval,
+            options=StorageOptions(direct_io=direct_io),
+        )
+
+
+def open_sink(spec: SinkSpec) -> StoreSink:
+    """The daemon's sink for ``spec``, in the format it names (RefusalError ``bad_format``)."""
+    return StoreSink(spec, FORMATS.get(spec.format, spec.acquisition))
+
+
+def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[RecoveryOutcome]:
+    """Recover every interrupted acquisition at or under ``path``, one folder at a time.
+
+    Whatever goes wrong in one folder is reported for it and written to a marker file in
+    it; the other folders go on. With ``retry_failed=False`` a folder with such a marker
+    is reported again, not retried.
+    """
+    return _recover_each(path, FORMATS.__getitem__, retry_failed=retry_failed)
+
+
+def recover(path: str | Path) -> list[AcquisitionRecord]:
+    """Recover every interrupted acquisition at or under ``path``; return their records.
+
+    One that cannot be recovered is logged, marked and skipped; RecoveryError is raised
+    at the end if any failed.
+    """
+    return _recover(path, FORMATS.__getitem__)

@@ -1,0 +1,59 @@
+"""The store: everything about an acquisition on disk that no format owns.
+
+The folder below the data root (opened by descriptor, never overwritten), the journal
+that makes an interrupted acquisition recoverable, the per-frame sidecar,
+metadata.json, the streaming :class:`AcquisitionWriter` and the daemon's
+:class:`StoreSink`, and recovery. A format (:mod:`framesink.tiff`, ...) plugs in only
+the encoding of its pixels through :class:`ImageFormat`.
+"""
+
+from ._files import describe_os_error, read_record, write_json_atomically
+from ._folder import Folder
+from ._format import Image, ImageFormat, InterruptedImage
+from ._journal import Journal, JournalHeader, JournalInUseError, JournalState, read_journal
+from ._paths import PathError, folder_is_taken, open_output_folder
+from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile
+from ._recovery import (
+    FormatLookup,
+    RecoveryError,
+    RecoveryOutcome,
+    find_interrupted,
+    read_exactly,
+    recover,
+    recover_each,
+)
+from ._sidecar import Sidecar, read_sidecar
+from ._sink import StoreSink
+from ._writer import AcquisitionWriter
+
+__all__ = [
+    "DIRECT_ALIGNMENT",
+    "AcquisitionWriter",
+    "Folder",
+    "FormatLookup",
+    "Image",
+    "ImageFormat",
+    "InterruptedImage",
+    "Journal",
+    "JournalHeader",
+    "JournalInUseError",
+    "JournalState",
+    "PartialWriteError",
+    "PathError",
+    "PixelFile",
+    "RecoveryError",
+    "RecoveryOutcome",
+    "Sidecar",
+    "StoreSink",
+    "describe_os_error",
+    "find_interrupted",
+    "folder_is_taken",
+    "open_output_folder",
+    "read_exactly",
+    "read_journal",
+    "read_record",
+    "read_sidecar",
+    "recover",
+    "recover_each",
+    "write_json_atomically",
+]
