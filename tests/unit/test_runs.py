@@ -137,7 +137,7 @@ def _dispatcher(
     dispatcher = Dispatcher(Settings(data_root=root, fsync_interval=0), Counters(), sink_factory)
     memory = mmap.mmap(ring.fileno(), RING_BYTES, mmap.MAP_SHARED, mmap.PROT_READ)
     daemon_ring = Ring(TOKEN, RING_BYTES, memory, connection, LentSlots(RING_BYTES), os.getpid())
-    dispatcher.rings = _Rings(daemon_ring)  # type: ignore[assignment]
+    dispatcher.rings.server = _Rings(daemon_ring)  # type: ignore[assignment]
     return dispatcher
 
 
@@ -162,13 +162,13 @@ def _outcome(root: Path, dispatcher: Dispatcher) -> dict[str, Any]:
 class _RunCounter:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.runs = 0
-        take_run = Router.take_run
+        route_run = Router.route_run
 
         def counted(router: Router, *args: Any) -> Any:
             self.runs += 1
-            return take_run(router, *args)
+            return route_run(router, *args)
 
-        monkeypatch.setattr(Router, "take_run", counted)
+        monkeypatch.setattr(Router, "route_run", counted)
 
 
 @pytest.mark.parametrize("seed", range(12))

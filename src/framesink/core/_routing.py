@@ -8,6 +8,7 @@ messages for unknown acquisitions are orphans.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -127,72 +128,83 @@ class Router:
         header = message.header
         if isinstance(header, StartHeader):
             return self._start(header, now, sender)
-        acquisition = self.open.get(header.acquisition)
-        if acquisition is None:
-            if header.acquisition in self.finished:
-                raise RefusalError(
-                    "late_message",
-                    f"{header.type} for acquisition {header.acquisition!r}, which already ended",
-                    header.acquisition,
-                )
-            raise RefusalError(
-                "orphan",
-                f"{header.type} for unknown acquisition {header.acquisition!r} (never started, "
-                "or its start was lost)",
-                header.acquisition,
-            )
-        if acquisition.owner != sender:
-            raise RefusalError(
-                "not_owner",
-                f"{header.type} for acquisition {header.acquisition!r} from a key that did "
-                "not start it",
-                header.acquisition,
-            )
+        if isinstance(header, FramesHeader):
+            assert message.payload is not None
+            return self._route_frames([header], message.payload, now, sender)
+        acquisition = self._owned(header.acquisition, header.type, sender)
         missed = self._check_seq(header.acquisition, acquisition, header.seq)
-        if isinstance(header, FramesHeader):
-            assert message.payload is not None
-            self._check_frames(header, acquisition, message.payload)
-        acquisition.last_seq = header.seq
-        acquisition.seq_gaps += missed
-        acquisition.last_activity = now
-        actions: list[Action] = [SeqGap(header.acquisition, missed)] if missed else []
-        if isinstance(header, FramesHeader):
-            assert message.payload is not None
-            return actions + self._frames(header, acquisition, message.payload)
+        actions = self._advance(header.acquisition, acquisition, missed, header.seq, now)
         if isinstance(header, StopHeader):
             return actions + self._stop(header, acquisition)
         assert isinstance(header, AbortHeader)
         metadata = None if header.reason is None else {"abort_reason": header.reason}
         return actions + self._finish(header.acquisition, FinishReason.ABORT, metadata)
 
-    def run_follows(self, first: FramesHeader, count: int, sender: str | None) -> bool:
-        """Whether a run of frames messages that each follow the one before (seq and
-        index), ``count`` frames from ``first`` on, is the plain case: the next seq and
-        index of an open acquisition of ``sender``, within its shape. Changes nothing;
-        anything else is routed message by message."""
-        acquisition = self.open.get(first.acquisition)
-        if acquisition is None or acquisition.owner != sender:
-            return False
-        capacity = acquisition.layout.capacity
-        return (
-            first.seq == acquisition.last_seq + 1
-            and first.index == acquisition.next_index
-            and (capacity is None or first.index + count <= capacity)
-        )
+    def route_run(
+        self,
+        run: Sequence[FramesHeader],
+        payload: memoryview,
+        now: float,
+        sender: str | None = None,
+    ) -> list[Action]:
+        """Actions for frames messages that follow each other (seq + 1, index + count),
+        their pixels back to back in ``payload``: what routing them one by one does, as
+        one message. A single frames message is a run of one.
 
-    def take_run(
-        self, first: FramesHeader, last: FramesHeader, payload: memoryview, now: float
-    ) -> Write:
-        """Record a run :meth:`run_follows` accepted: the same state as routing its
-        messages one by one, and one Write for all their frames."""
-        acquisition = self.open[first.acquisition]
+        Raises RefusalError, with nothing changed, when any message of the run (in
+        practice the first) would be refused; the caller then routes them one by one.
+        """
+        return self._route_frames(run, payload, now, sender)
+
+    def _route_frames(
+        self, run: Sequence[FramesHeader], payload: memoryview, now: float, sender: str | None
+    ) -> list[Action]:
+        first, last = run[0], run[-1]
+        name = first.acquisition
+        acquisition = self._owned(name, first.type, sender)
+        if len(run) > 1 and not _chained(run):
+            raise ValueError("a run's messages must follow each other")
         count = last.index + last.count - first.index
-        if payload.nbytes != count * acquisition.layout.frame_bytes:
-            raise ValueError("a run's payload must hold exactly its frames")
-        acquisition.last_seq = last.seq
-        acquisition.next_index += count
+        missed = self._check_seq(name, acquisition, first.seq)
+        self._check_frames(run, acquisition, payload)
+        actions = self._advance(name, acquisition, missed, last.seq, now)
+        metadata = first.frame_metadata if len(run) == 1 else None
+        writes = self._frames(
+            name, acquisition, first.index, count, payload=payload, metadata=metadata
+        )
+        return actions + writes
+
+    def _owned(self, name: str, kind: str, sender: str | None) -> _Acquisition:
+        """The open acquisition ``name`` of ``sender``; RefusalError for any other."""
+        acquisition = self.open.get(name)
+        if acquisition is None:
+            if name in self.finished:
+                raise RefusalError(
+                    "late_message",
+                    f"{kind} for acquisition {name!r}, which already ended",
+                    name,
+                )
+            raise RefusalError(
+                "orphan",
+                f"{kind} for unknown acquisition {name!r} (never started, or its start was lost)",
+                name,
+            )
+        if acquisition.owner != sender:
+            raise RefusalError(
+                "not_owner",
+                f"{kind} for acquisition {name!r} from a key that did not start it",
+                name,
+            )
+        return acquisition
+
+    def _advance(
+        self, name: str, acquisition: _Acquisition, missed: int, last_seq: int, now: float
+    ) -> list[Action]:
+        """Take checked messages up to ``last_seq``; the ``missed`` ones before them are lost."""
+        acquisition.last_seq = last_seq
+        acquisition.seq_gaps += missed
         acquisition.last_activity = now
-        return Write(first.acquisition, first.index, count, payload, None)
+        return [SeqGap(name, missed)] if missed else []
 
     def expire(self, now: float) -> list[Action]:
         """Finish every acquisition whose deadline has passed (reason ``timeout``)."""
@@ -285,36 +297,48 @@ class Router:
         return missed
 
     def _check_frames(
-        self, header: FramesHeader, acquisition: _Acquisition, payload: memoryview
+        self, run: Sequence[FramesHeader], acquisition: _Acquisition, payload: memoryview
     ) -> None:
-        """Reject a frames message before it changes any state."""
+        """Reject frames messages before they change any state."""
         layout = acquisition.layout
-        name = header.acquisition
-        expected = header.count * layout.frame_bytes
-        if payload.nbytes != expected:
-            raise RefusalError(
-                "payload_size",
-                f"payload has {payload.nbytes} bytes; {header.count} frames of "
-                f"{list(layout.frame_shape)} {layout.dtype.name} need {expected}",
-                name,
-            )
-        first, capacity = header.index, layout.capacity
-        gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
+        first = run[0]
+        name = first.acquisition
+        if len(run) == 1:
+            expected = first.count * layout.frame_bytes
+            if payload.nbytes != expected:
+                raise RefusalError(
+                    "payload_size",
+                    f"payload has {payload.nbytes} bytes; {first.count} frames of "
+                    f"{list(layout.frame_shape)} {layout.dtype.name} need {expected}",
+                    name,
+                )
+        elif any(h.shm is None or h.shm.length != h.count * layout.frame_bytes for h in run):
+            raise RefusalError("payload_size", "a message of the run has the wrong size", name)
+        elif payload.nbytes != sum(h.count for h in run) * layout.frame_bytes:
+            raise ValueError("a run's payload must hold exactly its frames")
+        index, capacity = first.index, layout.capacity
+        gap = (index if capacity is None else min(index, capacity)) - acquisition.next_index
         if gap * layout.page_cost > self.max_gap_bytes:
             raise RefusalError(
                 "gap_too_large",
-                f"index {first} would leave {gap} frames missing after frame "
+                f"index {index} would leave {gap} frames missing after frame "
                 f"{acquisition.next_index - 1} (limit {self.max_gap_bytes} bytes)",
                 name,
             )
 
     def _frames(
-        self, header: FramesHeader, acquisition: _Acquisition, payload: memoryview
+        self,
+        name: str,
+        acquisition: _Acquisition,
+        first: int,
+        count: int,
+        *,
+        payload: memoryview,
+        metadata: Sequence[Mapping[str, Any] | None] | None,
     ) -> list[Action]:
-        """Write, gap-fill and drop actions for a checked frames message."""
+        """Write, gap-fill and drop actions for ``count`` checked frames from ``first``."""
         layout = acquisition.layout
-        name = header.acquisition
-        first, end = header.index, header.index + header.count
+        end = first + count
         capacity = layout.capacity
         writable_end = end if capacity is None else min(end, capacity)
         gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
@@ -327,7 +351,6 @@ class Router:
         if write_count:
             start = skip_in_message * layout.frame_bytes
             view = payload.cast("B")[start : start + write_count * layout.frame_bytes]
-            metadata = header.frame_metadata
             sliced = (
                 None
                 if metadata is None
@@ -335,7 +358,7 @@ class Router:
             )
             actions.append(Write(name, acquisition.next_index, write_count, view, sliced))
             acquisition.next_index += write_count
-        dropped = header.count - write_count
+        dropped = count - write_count
         if dropped:
             actions.append(Drop(name, dropped))
         return actions
@@ -377,6 +400,17 @@ class Router:
         self.finished.move_to_end(name)
         while len(self.finished) > RECENTLY_FINISHED:
             self.finished.popitem(last=False)
+
+
+def _chained(run: Sequence[FramesHeader]) -> bool:
+    """Whether each message follows the one before: same acquisition, seq + 1, index + count."""
+    return all(
+        header.acquisition == before.acquisition
+        and header.seq == before.seq + 1
+        and header.index == before.index + before.count
+        and header.frame_metadata is None
+        for before, header in itertools.pairwise(run)
+    )
 
 
 def _deadline(acquisition: _Acquisition) -> float:

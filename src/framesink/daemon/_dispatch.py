@@ -1,9 +1,10 @@
 """From received messages to work for the writer sessions, under one lock.
 
 The router decides what each message means; this turns its actions into sessions
-(one per acquisition run, each with its writer thread), frames queued within the byte
-budget, and counts. A run keeps its session until its files are final, even when a
-new run of the same acquisition id has started meanwhile.
+(one per acquisition run, each with its writer thread), frames admitted within the
+byte budget (:mod:`._admission`), slots lent from shared-memory rings
+(:mod:`._ring_intake`), and counts. A run keeps its session until its files are final,
+even when a new run of the same acquisition id has started meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from ..core import (
     AcquisitionEntry,
     AcquisitionState,
     Action,
-    ByteBudget,
     Counter,
     Drop,
     Finish,
@@ -40,8 +40,10 @@ from ..core import (
     Write,
     decode,
 )
-from ..transport import Received, Ring, RingLease, RingServer
+from ..transport import Received, RingLease
+from ._admission import Admission
 from ._counters import Counters
+from ._ring_intake import RingIntake
 from ._session import GATHER_BYTES, Session, WriteTimer, ring_gather_bytes
 from ._settings import Settings
 
@@ -51,7 +53,6 @@ RECENT_FINISHED = 50
 RING_MESSAGE_COST = 4096
 """What a queued shared-memory message counts against ``queue_bytes``: the daemon holds
 only its bookkeeping (well under this), the pixels stay in the publisher's ring."""
-BUDGET_WAIT_S = 0.5
 
 
 class Dispatcher:
@@ -68,17 +69,12 @@ class Dispatcher:
             max_idle_timeout=settings.max_idle_timeout,
             max_seq_gap=settings.max_seq_gap,
         )
-        self.budget = ByteBudget(int(settings.queue_bytes))
+        self.admission = Admission(int(settings.queue_bytes), waits=settings.socket != "sub")
+        self.rings = RingIntake()
         self.sessions: list[Session] = []
         self.receiving: dict[str, Session] = {}
         self.recent: deque[AcquisitionEntry] = deque(maxlen=RECENT_FINISHED)
         self.free_bytes: int | None = None
-        self.intake_deadline: float | None = None
-        """Set at shutdown: no message waits for queue space beyond it."""
-        self.rings: RingServer | None = None
-        """Shared-memory rings, when the daemon accepts them."""
-        self.rings_by_acquisition: dict[str, Ring] = {}
-        self._lease: RingLease | None = None
         self.write_timer: WriteTimer | None = None
         """Told how long each write to a sink took (the metrics' latency histogram)."""
         self._sink_factory = sink_factory
@@ -88,13 +84,6 @@ class Dispatcher:
     def locked(self) -> Iterator[None]:
         with self._lock:
             yield
-
-    def close_intake(self, within: float) -> float:
-        """From now on no message waits for queue space beyond ``within`` seconds (the
-        first call decides); return that deadline."""
-        if self.intake_deadline is None:
-            self.intake_deadline = time.monotonic() + within
-        return self.intake_deadline
 
     # -- messages ----------------------------------------------------------------------
     def handle(self, parts: list[memoryview], sender: str | None = None) -> None:
@@ -108,13 +97,13 @@ class Dispatcher:
         """Handle messages in order, as :meth:`handle` would one by one.
 
         Frames messages that follow each other (seq, index) with their pixels back to
-        back in one ring are applied as one write when they are the plain case: at
-        camera rates of small frames that spares most of the per-message work.
+        back in one ring are routed as one run: at camera rates of small frames that
+        spares most of the per-message work.
         """
         max_header_bytes = int(self.settings.max_header_bytes)
         with self._lock:
             self.counters.add(Counter.MESSAGES, len(messages))
-            run: list[Message] = []
+            run: list[FramesHeader] = []
             run_sender: str | None = None
             for received in messages:
                 try:
@@ -122,35 +111,21 @@ class Dispatcher:
                 except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
                     self._reject(exc)
                     message = None
-                if (
-                    message is not None
-                    and run
-                    and received.sender == run_sender
-                    and _continues(run[-1].header, message.header)
-                ):
-                    run.append(message)
+                header = None if message is None else message.header
+                if run and received.sender == run_sender and _continues(run[-1], header):
+                    assert isinstance(header, FramesHeader)
+                    run.append(header)
                     continue
                 self._route_run(run, run_sender)
                 run, run_sender = [], received.sender
                 if message is None:
                     continue
                 if _in_ring(message.header):
-                    run.append(message)
+                    assert isinstance(message.header, FramesHeader)
+                    run.append(message.header)
                 else:
                     self._route(message, received.sender)
             self._route_run(run, run_sender)
-
-    @contextmanager
-    def _rejecting(self) -> Iterator[None]:
-        """A message that cannot be applied is rejected with its reason and counted."""
-        try:
-            yield
-        except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
-            self._reject(exc)
-        finally:
-            if self._lease is not None:  # not handed to a writer: free it now
-                self._lease.release()
-                self._lease = None
 
     def _reject(self, exc: Exception) -> None:
         if isinstance(exc, RefusalError):
@@ -161,62 +136,52 @@ class Dispatcher:
         self.counters.reject(RefusalError("internal_error", f"{type(exc).__name__}: {exc}"))
 
     def _route(self, message: Message, sender: str | None) -> None:
-        with self._rejecting():
-            message = self._lend_slot(message)
-            for action in self.router.route(message, time.monotonic(), sender):
-                self._dispatch(action)
+        lease: RingLease | None = None
+        try:
+            header = message.header
+            if isinstance(header, FramesHeader) and header.shm is not None:
+                lease = self.rings.lend(header)
+                assert lease is not None
+                message = Message(message.topic, header, lease.view)
+            self._apply(self.router.route(message, time.monotonic(), sender), lease)
+        except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
+            self._reject(exc)
+        finally:
+            if lease is not None:  # a lease no writer took is freed now
+                lease.release()
 
-    def _route_run(self, run: list[Message], sender: str | None) -> None:
+    def _route_run(self, run: list[FramesHeader], sender: str | None) -> None:
+        """Route ring frames messages that follow each other as one run; if the run
+        cannot be lent or routed whole (any refusal), one by one, as they came."""
         if len(run) > 1 and self._take_run(run, sender):
             return
-        for message in run:
-            self._route(message, sender)
+        for header in run:
+            self._route(Message(b"", header, None), sender)
 
-    def _take_run(self, run: list[Message], sender: str | None) -> bool:
-        """Apply a run of ring frames messages as one write, if it is the plain case
-        (Router.run_follows, each message's slot holding exactly its frames); False,
-        with nothing changed, otherwise."""
-        headers = [m.header for m in run if isinstance(m.header, FramesHeader)]
-        first, last = headers[0], headers[-1]
-        ring = self.rings_by_acquisition.get(first.acquisition)
-        session = self.receiving.get(first.acquisition)
-        if ring is None or session is None or session.failed:
-            return False
-        frame_bytes = session.layout.frame_bytes
-        slots = tuple((h.shm.offset, h.shm.length) for h in headers if h.shm is not None)
-        count = last.index + last.count - first.index
-        if any(h.shm is None or h.shm.length != h.count * frame_bytes for h in headers):
-            return False
-        if not self.router.run_follows(first, count, sender):
+    def _take_run(self, run: list[FramesHeader], sender: str | None) -> bool:
+        session = self.receiving.get(run[0].acquisition)
+        if session is None or session.failed:
             return False
         try:
-            self._lease = ring.lend_run(slots, first.acquisition)
+            lease = self.rings.lend_run(run)
         except RefusalError:
             return False
-        with self._rejecting():
-            self._dispatch(self.router.take_run(first, last, self._lease.view, time.monotonic()))
+        try:
+            actions = self.router.route_run(run, lease.view, time.monotonic(), sender)
+        except RefusalError:
+            lease.release()
+            return False
+        try:
+            self._apply(actions, lease)
+        except Exception as exc:  # noqa: BLE001 - a bug: _reject counts and logs it
+            self._reject(exc)
+        finally:
+            lease.release()
         return True
-
-    def _lend_slot(self, message: Message) -> Message:
-        """A frames message whose pixels are in a ring gets them as its payload."""
-        header = message.header
-        if not isinstance(header, FramesHeader) or header.shm is None:
-            return message
-        ring = self.rings_by_acquisition.get(header.acquisition)
-        if ring is None:
-            raise RefusalError(
-                "bad_shm",
-                f"acquisition {header.acquisition!r} has no shared-memory ring (not open, or "
-                "started without one)",
-                header.acquisition,
-            )
-        self._lease = ring.lend(header.shm.offset, header.shm.length, header.acquisition)
-        return Message(message.topic, header, self._lease.view)
 
     def expire(self, now: float) -> None:
         with self._lock:
-            for action in self.router.expire(now):
-                self._dispatch(action)
+            self._apply(self.router.expire(now))
 
     def pause_clock(self, seconds: float) -> None:
         """The daemon was not reading for ``seconds``: that was not the publishers' idleness."""
@@ -225,54 +190,44 @@ class Dispatcher:
 
     def finish_all(self, reason: FinishReason) -> None:
         with self._lock:
-            for action in self.router.finish_all(reason):
-                self._dispatch(action)
+            self._apply(self.router.finish_all(reason))
 
     def fail_all(self, error: str) -> int:
         """End every open acquisition as failed; return how many."""
         with self._lock:
             actions = self.router.fail_all(error)
-            for action in actions:
-                self._dispatch(action)
+            self._apply(actions)
             return len(actions)
 
-    def _dispatch(self, action: Action) -> None:
-        match action:
-            case Open():
-                self._open(action)
-            case SeqGap(acquisition, missed):
-                self.counters.add(Counter.SEQ_GAPS, missed)
-                log.warning(
-                    "acquisition %s: %d messages never arrived (seq gap)", acquisition, missed
-                )
-                self._to_session(action)
-            case Write() | Skip() | Drop() | Finish():
-                self._to_session(action)
-            case _:
-                assert_never(action)
+    def _apply(self, actions: Sequence[Action], lease: RingLease | None = None) -> None:
+        """Carry out the router's actions; a Write's pixels may lie in ``lease``."""
+        for action in actions:
+            match action:
+                case Open():
+                    self._open(action)
+                case SeqGap(acquisition, missed):
+                    self.counters.add(Counter.SEQ_GAPS, missed)
+                    log.warning(
+                        "acquisition %s: %d messages never arrived (seq gap)", acquisition, missed
+                    )
+                    self._to_session(action, None)
+                case Write() | Skip() | Drop() | Finish():
+                    self._to_session(action, lease)
+                case _:
+                    assert_never(action)
 
-    def _to_session(self, action: Write | Skip | Drop | Finish | SeqGap) -> None:
+    def _to_session(
+        self, action: Write | Skip | Drop | Finish | SeqGap, lease: RingLease | None
+    ) -> None:
         session = self.receiving.get(action.acquisition)
         if session is None:
             raise RuntimeError(f"acquisition {action.acquisition!r} is open but has no session")
         if session.failed:
-            self._retire_failed(session)
-            if isinstance(action, Write):
-                self.counters.add(Counter.FRAMES_RECEIVED, action.count)
-                session.frames_lost += action.count
-            if not isinstance(action, Finish):
-                self.counters.reject(
-                    RefusalError(
-                        "acquisition_failed",
-                        f"{type(action).__name__.lower()} not applied: the acquisition failed "
-                        f"({session.error})",
-                        action.acquisition,
-                    )
-                )
+            self._refuse_for_failed(session, action)
             return
         match action:
             case Write():
-                self._write(session, action)
+                self._write(session, action, lease)
             case Skip(_, _, count):
                 session.skip(count)
             case Drop(_, count):
@@ -283,18 +238,31 @@ class Dispatcher:
             case Finish(_, reason, metadata, error):
                 session.finish(reason, metadata, error)
                 del self.receiving[action.acquisition]
-                self._detach_ring(action.acquisition)
+                self.rings.detach(action.acquisition)
             case _:
                 assert_never(action)
+
+    def _refuse_for_failed(
+        self, session: Session, action: Write | Skip | Drop | Finish | SeqGap
+    ) -> None:
+        self._retire_failed(session)
+        if isinstance(action, Write):
+            self.counters.add(Counter.FRAMES_RECEIVED, action.count)
+            session.frames_lost += action.count
+        if not isinstance(action, Finish):
+            self.counters.reject(
+                RefusalError(
+                    "acquisition_failed",
+                    f"{type(action).__name__.lower()} not applied: the acquisition failed "
+                    f"({session.error})",
+                    action.acquisition,
+                )
+            )
 
     def _open(self, action: Open) -> None:
         start = action.start
         try:
-            ring = self._ring_of(action)
-        except RefusalError as exc:
-            self._refuse_start(action, exc)
-            return
-        try:
+            ring = self.rings.ring_of(action.acquisition, start)
             self._refuse_when_disk_low()
             spec = SinkSpec(
                 acquisition=action.acquisition,
@@ -323,7 +291,7 @@ class Dispatcher:
             action.acquisition,
             action.layout,
             sink,
-            self.budget,
+            self.admission.budget,
             write_timer=self.write_timer,
             after_release=None if ring is None else ring.flush,
             gather_bytes=GATHER_BYTES if ring is None else ring_gather_bytes(ring.size),
@@ -331,34 +299,9 @@ class Dispatcher:
         self.sessions.append(session)
         self.receiving[action.acquisition] = session
         if ring is not None:
-            self.rings_by_acquisition[action.acquisition] = ring
-            ring.acquisitions += 1
+            self.rings.attach(action.acquisition, ring)
         self.counters.add(Counter.ACQUISITIONS_STARTED)
         log.info("acquisition %s started -> %s", action.acquisition, sink.progress().path)
-
-    def _detach_ring(self, acquisition: str) -> None:
-        """The acquisition names no more slots: its ring may end once its publisher is done."""
-        ring = self.rings_by_acquisition.pop(acquisition, None)
-        if ring is not None:
-            ring.acquisitions -= 1
-
-    def _ring_of(self, action: Open) -> Ring | None:
-        """The ring a start names (None without one); RefusalError when no such ring is known."""
-        attached = action.start.shared_memory
-        if attached is None:
-            return None
-        ring = None if self.rings is None else self.rings.ring(attached.ring)
-        if ring is None:
-            why = (
-                "this daemon does not accept shared memory"
-                if self.rings is None
-                else (
-                    "no registered ring has this token (the publisher must register it first, "
-                    "and rings end when their publisher disconnects)"
-                )
-            )
-            raise RefusalError("bad_shm", why, action.acquisition)
-        return ring
 
     def _refuse_start(self, action: Open, error: RefusalError) -> None:
         self.router.fail(action.acquisition)
@@ -372,55 +315,33 @@ class Dispatcher:
                 f"{int(self.settings.min_free_bytes)}); acquisition refused"
             )
 
-    def _write(self, session: Session, action: Write) -> None:
+    def _write(self, session: Session, action: Write, lease: RingLease | None) -> None:
+        """Queue the frames within the budget; the writer releases ``lease`` once written."""
         layout = session.layout
         frames = np.frombuffer(action.payload, dtype=layout.dtype).reshape(
             action.count, *layout.frame_shape
         )
         self.counters.add(Counter.FRAMES_RECEIVED, action.count)
         # The budget bounds the daemon's own memory: pixels in a ring stay the publisher's.
-        cost = frames.nbytes if self._lease is None else RING_MESSAGE_COST
-        if not self._take_budget(session, cost):
+        cost = frames.nbytes if lease is None else RING_MESSAGE_COST
+        admitted = self.admission.admit(cost, self._lock, lambda: session.done)
+        if admitted.waited:  # messages waited in ZeroMQ meanwhile: that is not idleness
+            self.router.extend_deadlines(admitted.waited)
+        if not admitted.granted:
             self.counters.add(Counter.FRAMES_LOST_OVERLOAD, action.count)
             session.skip(action.count)
             session.unreported_overload += action.count
             _report_overload(session)
             return
-        lease, self._lease = self._lease, None
-        session.write(frames, action.frame_metadata, cost, None if lease is None else lease.release)
-
-    def _take_budget(self, session: Session, nbytes: int) -> bool:
-        """Reserve queue space: PULL waits for it (backpressure), SUB never waits.
-
-        At shutdown a PULL daemon waits only until the intake deadline; what then does
-        not fit is recorded missing, like SUB overload.
-        """
-        if self.budget.acquire(nbytes, timeout=0):
-            return True
-        if self.settings.socket == "sub":
-            return False
-        started = time.monotonic()
-        self._lock.release()
-        try:
-            while True:
-                deadline = self.intake_deadline
-                wait = BUDGET_WAIT_S
-                if deadline is not None:
-                    wait = min(wait, max(0.0, deadline - time.monotonic()))
-                if self.budget.acquire(nbytes, timeout=wait):
-                    return True
-                if session.done or (deadline is not None and time.monotonic() >= deadline):
-                    return False
-        finally:
-            self._lock.acquire()
-            # Messages waited in ZeroMQ meanwhile: that time is not idleness.
-            self.router.extend_deadlines(time.monotonic() - started)
+        session.write(
+            frames, action.frame_metadata, cost, None if lease is None else lease.hand_over()
+        )
 
     def _retire_failed(self, session: Session) -> None:
         """A session whose writer failed: its acquisition ends; later messages are late."""
         if self.receiving.get(session.acquisition) is session:
             del self.receiving[session.acquisition]
-            self._detach_ring(session.acquisition)
+            self.rings.detach(session.acquisition)
             self.router.fail(session.acquisition)
         session.finish(FinishReason.ERROR, error=session.error)
 
@@ -482,12 +403,11 @@ def _in_ring(header: object) -> bool:
     )
 
 
-def _continues(previous: object, header: object) -> bool:
+def _continues(previous: FramesHeader, header: object) -> bool:
     """Whether ``header`` is the ring frames message right after ``previous`` (seq,
     index and slot: its pixels follow the previous ones in the ring)."""
     if not _in_ring(header) or not isinstance(header, FramesHeader):
         return False
-    assert isinstance(previous, FramesHeader)
     assert previous.shm is not None
     assert header.shm is not None
     return (

@@ -106,7 +106,7 @@ class Daemon:
 
     def request_stop(self) -> None:
         """Ask the loop to stop (thread- and signal-safe); intake ends DRAIN_S from now."""
-        self.dispatcher.close_intake(DRAIN_S)
+        self.dispatcher.admission.close_intake(DRAIN_S)
         self._stop_requested.set()
         self._wake()
 
@@ -167,7 +167,7 @@ class Daemon:
             self._rings = RingServer(
                 ring_socket_path(settings), int(settings.max_ring_bytes), log.warning, self._wake
             )
-            self.dispatcher.rings = self._rings
+            self.dispatcher.rings.server = self._rings
             self._ring_source = self._open_ring_source(self._rings.path)
         self._control.start()
         self._check_disk()
@@ -224,7 +224,7 @@ class Daemon:
         The bound holds under backpressure as well: a message that still finds no queue
         space at the deadline has its frames recorded missing.
         """
-        deadline = self.dispatcher.close_intake(DRAIN_S)
+        deadline = self.dispatcher.admission.close_intake(DRAIN_S)
         for source in self._sources():
             while time.monotonic() < deadline and self._receive_batch(source, deadline):
                 continue
@@ -256,7 +256,7 @@ class Daemon:
             drained = True
             for source in sources:
                 if source.socket in events:
-                    taken = self._receive_batch(source, self.dispatcher.intake_deadline)
+                    taken = self._receive_batch(source, self.dispatcher.admission.intake_deadline)
                     drained = drained and taken < RECEIVE_BATCH
                 if source.monitor in events:
                     self._peer_events(source)
@@ -389,8 +389,8 @@ class Daemon:
                 free_bytes=dispatcher.free_bytes,
                 socket=self.settings.socket,
                 ingest=list(self.ingest_endpoints),
-                queued_bytes=dispatcher.budget.used,
-                queue_limit_bytes=dispatcher.budget.limit,
+                queued_bytes=dispatcher.admission.budget.used,
+                queue_limit_bytes=dispatcher.admission.budget.limit,
                 metrics=None if self._metrics is None else self._metrics.url,
                 shared_memory=None if self._rings is None else str(self._rings.path),
                 shared_memory_ingest=(

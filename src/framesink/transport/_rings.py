@@ -139,7 +139,8 @@ class Ring:
 
 @dataclass
 class RingLease:
-    """A slot lent to a writer; ``release`` (idempotent) gives it back."""
+    """Slots lent to the daemon; ``release`` (idempotent) gives them back, unless they
+    were handed over to a writer, which then releases them once written."""
 
     ring: Ring
     offset: int
@@ -147,12 +148,22 @@ class RingLease:
     slots: tuple[tuple[int, int], ...]
     """The publisher's slots (offset, length) the lease spans, released one by one."""
     _released: bool = False
+    _handed_over: bool = False
 
     @property
     def view(self) -> memoryview:
         return memoryview(self.ring.memory)[self.offset : self.offset + self.length]
 
+    def hand_over(self) -> Callable[[], None]:
+        """The release, for the writer that now owns the slots (``release`` does nothing)."""
+        self._handed_over = True
+        return self._give_back
+
     def release(self) -> None:
+        if not self._handed_over:
+            self._give_back()
+
+    def _give_back(self) -> None:
         if not self._released:
             self._released = True
             self.ring.release(self.offset, self.slots)
