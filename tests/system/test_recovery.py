@@ -188,8 +188,8 @@ def test_single_frame_closed_file_is_not_misread(tmp_path: Path) -> None:
         tmp_path, "one", {"axes": "YX"}, dtype="uint8", frame_shape=(2, 2), fsync_interval=None
     )
     writer.write(np.full((2, 2), 9, "uint8"))
-    writer._close_image()  # closed, OME-XML not yet embedded: a crash at this point
-    writer._journal.close()
+    writer._live.image.close()  # closed, OME-XML not yet embedded: a crash at this point
+    writer._live.journal.close()
     (record,) = recover(tmp_path)
     assert (record.frames_written, record.shape) == (1, [2, 2])
     np.testing.assert_array_equal(

@@ -217,3 +217,66 @@ def test_every_setting_is_documented_in_the_readme() -> None:
     readme = README.read_text()
     undocumented = [name for name in Settings.model_fields if f"`{name}`" not in readme]
     assert undocumented == [], "settings missing from the README's table"
+
+
+MAX_MODULE_LINES = 500
+MAX_CLASS_LINES = 300
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_modules_and_classes_stay_small(path: Path) -> None:
+    source = path.read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES
+    long_classes = {
+        node.name: node.end_lineno - node.lineno + 1
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.ClassDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > MAX_CLASS_LINES
+    }
+    assert long_classes == {}
+
+
+FORMAT_WORDS = re.compile(r"tiff|zarr|\.npy\b", re.IGNORECASE)
+RECORD_COMPATIBILITY = ("tiff: str | None = None", 'EARLIER_IMAGE_KEY = "tiff"')
+"""The record's files.tiff, kept for readers of earlier records (CONTRACT section 7)."""
+
+
+@pytest.mark.parametrize("path", sorted((PACKAGE / "core").glob("*.py")), ids=lambda p: p.name)
+def test_the_core_names_no_file_format(path: Path) -> None:
+    """Code in core (docstrings and comments aside) knows no format."""
+    code = [
+        line
+        for line in _code_lines(path.read_text())
+        if not any(kept in line for kept in RECORD_COMPATIBILITY)
+    ]
+    assert [line for line in code if FORMAT_WORDS.search(line)] == []
+
+
+def _code_lines(source: str) -> list[str]:
+    """The source's lines without docstrings and comments."""
+    docstrings = {
+        (node.body[0].lineno, node.body[0].end_lineno)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    strings = {
+        (node.lineno, node.end_lineno)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+    }
+    skipped = {n for first, last in docstrings | strings for n in range(first, (last or first) + 1)}
+    return [
+        line.split("#", 1)[0]
+        for number, line in enumerate(source.splitlines(), start=1)
+        if number not in skipped
+    ]
+
+
+def test_a_format_named_in_core_code_is_caught() -> None:
+    planted = 'SUFFIX = ".ome.tiff"\n'
+    assert any(FORMAT_WORDS.search(line) for line in _code_lines(planted))
+    assert not any(FORMAT_WORDS.search(line) for line in _code_lines('"""An OME-TIFF."""\n'))

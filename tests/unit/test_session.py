@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from framesink.core import ByteBudget, FinishReason, FrameLayout, SinkSpec
+from framesink.core import ByteBudget, Finish, FinishReason, FrameLayout, SinkSpec, Skip
 from framesink.daemon._session import GATHER_BYTES, Session
 
 from ..helpers import FullDiskSink, GatedSink, pattern, read_metadata, read_tiff
@@ -33,7 +33,7 @@ def _gated(folder: Path, name: str) -> tuple[SinkSpec, GatedSink, ByteBudget]:
 
 
 def _finish_released(session: Session, sink: GatedSink) -> None:
-    session.finish(FinishReason.STOP)
+    session.apply(Finish(session.acquisition, FinishReason.STOP))
     sink.release.set()
     assert session.join(10)
 
@@ -52,7 +52,7 @@ def test_queued_writes_are_gathered_and_keep_their_order(tmp_path: Path) -> None
     _queue_write(session, budget, frames[1:2])
     _queue_write(session, budget, frames[2:4])
     _queue_write(session, budget, frames[4:5])
-    session.skip(2)
+    session.apply(Skip(session.acquisition, 0, 2))
     _queue_write(session, budget, frames[5:6])
     _finish_released(session, sink)
 
@@ -84,7 +84,7 @@ def test_a_failed_batch_counts_exactly_the_frames_it_lost(tmp_path: Path, room: 
     session = Session("f", spec.layout, sink, budget)
     for index in range(6):
         _queue_write(session, budget, frames[index : index + 1])
-    session.finish(FinishReason.STOP)
+    session.apply(Finish(session.acquisition, FinishReason.STOP))
     assert session.join(10)
     assert session.failed
     assert budget.used == 0

@@ -31,7 +31,7 @@ from ._record import (
     utc_now,
 )
 from ._ring import RELEASE_RECORD_BYTES, SLOT_ALIGNMENT, LentSlots, RingAllocator, slot_size
-from ._routing import Action, Drop, Finish, Open, Router, SeqGap, Skip, Write
+from ._routing import Action, Drop, Finish, Open, OpenAcquisition, Router, SeqGap, Skip, Write
 from ._sink import (
     FrameChunk,
     FrameMetadata,
@@ -108,6 +108,7 @@ __all__ = [
     "Message",
     "MetaData",
     "Open",
+    "OpenAcquisition",
     "OutputFiles",
     "OutputParameters",
     "RecoveryFailure",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
@@ -139,6 +140,30 @@ class FrameLayout:
             return 1
         first = self.leading_shape[0]
         return None if first is None else first * self.frames_per_step
+
+    def as_frames(self, frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """``frames`` as a stack (first axis = frame number); ValueError or TypeError if
+        their shape or dtype is not this layout's."""
+        chunk = np.asarray(frames)
+        if chunk.shape == self.frame_shape:
+            chunk = chunk[np.newaxis]
+        if chunk.ndim != len(self.frame_shape) + 1 or chunk.shape[1:] != self.frame_shape:
+            raise ValueError(
+                f"frames must have shape {self.frame_shape} or "
+                f"(n, *{self.frame_shape}) for axes {self.axes!r}; got {chunk.shape}"
+            )
+        if chunk.dtype != self.dtype:
+            raise TypeError(f"frames must be {self.dtype.name}; got {chunk.dtype.name}")
+        return chunk
+
+    def check_room(self, held: int, count: int) -> None:
+        """ValueError if ``count`` more frames after ``held`` exceed the shape."""
+        capacity = self.capacity
+        if capacity is not None and held + count > capacity:
+            raise ValueError(
+                f"{count} more frames exceed the shape {list(self.leading_shape)} "
+                f"({held} of {capacity} written)"
+            )
 
     def padded_count(self, frames: int) -> int:
         """Frames in the file once padded to a whole step (at least one step)."""

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from ._models import RESERVED_METADATA_KEY
 from ._names import METADATA_FILE
 
+EARLIER_IMAGE_KEY = "tiff"
+"""The key of ``files`` that named the image before there was more than one format."""
+
 
 class FinishReason(StrEnum):
     """Why an acquisition ended."""
@@ -39,8 +42,8 @@ class AcquisitionFiles(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _image_of_an_earlier_record(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "image" not in data and data.get("tiff"):
-            return {**data, "image": data["tiff"]}
+        if isinstance(data, dict) and "image" not in data and data.get(EARLIER_IMAGE_KEY):
+            return {**data, "image": data[EARLIER_IMAGE_KEY]}
         return data
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import assert_never
@@ -21,7 +20,6 @@ import numpy as np
 
 from ..core import (
     AcquisitionEntry,
-    AcquisitionState,
     Action,
     Counter,
     Drop,
@@ -40,16 +38,21 @@ from ..core import (
     Write,
     decode,
 )
-from ..transport import Received, RingLease
+from ..transport import IngestSource, Received, RingLease
 from ._admission import Admission
 from ._counters import Counters
+from ._disk import DiskWatch
 from ._ring_intake import RingIntake
 from ._session import GATHER_BYTES, Session, WriteTimer, ring_gather_bytes
+from ._sessions import Sessions, report_overload
 from ._settings import Settings
 
 log = logging.getLogger(__name__)
 
-RECENT_FINISHED = 50
+RECEIVE_BATCH = 256
+"""The most messages the receive loop takes from a socket in one turn."""
+GROUP_BYTES = 256 << 10
+"""Messages are handed to the dispatcher in groups of about this many bytes."""
 RING_MESSAGE_COST = 4096
 """What a queued shared-memory message counts against ``queue_bytes``: the daemon holds
 only its bookkeeping (well under this), the pixels stay in the publisher's ring."""
@@ -71,10 +74,8 @@ class Dispatcher:
         )
         self.admission = Admission(int(settings.queue_bytes), waits=settings.socket != "sub")
         self.rings = RingIntake()
-        self.sessions: list[Session] = []
-        self.receiving: dict[str, Session] = {}
-        self.recent: deque[AcquisitionEntry] = deque(maxlen=RECENT_FINISHED)
-        self.free_bytes: int | None = None
+        self.sessions = Sessions(counters)
+        self.disk = DiskWatch(settings.data_root, int(settings.min_free_bytes))
         self.write_timer: WriteTimer | None = None
         """Told how long each write to a sink took (the metrics' latency histogram)."""
         self._sink_factory = sink_factory
@@ -159,7 +160,7 @@ class Dispatcher:
             self._route(Message(b"", header, None), sender)
 
     def _take_run(self, run: list[FramesHeader], sender: str | None) -> bool:
-        session = self.receiving.get(run[0].acquisition)
+        session = self.sessions.receiving.get(run[0].acquisition)
         if session is None or session.failed:
             return False
         try:
@@ -219,7 +220,7 @@ class Dispatcher:
     def _to_session(
         self, action: Write | Skip | Drop | Finish | SeqGap, lease: RingLease | None
     ) -> None:
-        session = self.receiving.get(action.acquisition)
+        session = self.sessions.receiving.get(action.acquisition)
         if session is None:
             raise RuntimeError(f"acquisition {action.acquisition!r} is open but has no session")
         if session.failed:
@@ -228,17 +229,15 @@ class Dispatcher:
         match action:
             case Write():
                 self._write(session, action, lease)
-            case Skip(_, _, count):
-                session.skip(count)
             case Drop(_, count):
                 self.counters.add(Counter.FRAMES_DROPPED, count)
-                session.drop(count)
-            case SeqGap(_, missed):
-                session.lose_messages(missed)
-            case Finish(_, reason, metadata, error):
-                session.finish(reason, metadata, error)
-                del self.receiving[action.acquisition]
+                session.apply(action)
+            case Finish():
+                session.apply(action)
+                self.sessions.stop_receiving(session)
                 self.rings.detach(action.acquisition)
+            case Skip() | SeqGap():
+                session.apply(action)
             case _:
                 assert_never(action)
 
@@ -263,7 +262,7 @@ class Dispatcher:
         start = action.start
         try:
             ring = self.rings.ring_of(action.acquisition, start)
-            self._refuse_when_disk_low()
+            self.disk.refuse_start_when_low()
             spec = SinkSpec(
                 acquisition=action.acquisition,
                 data_root=self.settings.data_root,
@@ -296,8 +295,7 @@ class Dispatcher:
             after_release=None if ring is None else ring.flush,
             gather_bytes=GATHER_BYTES if ring is None else ring_gather_bytes(ring.size),
         )
-        self.sessions.append(session)
-        self.receiving[action.acquisition] = session
+        self.sessions.add(session)
         if ring is not None:
             self.rings.attach(action.acquisition, ring)
         self.counters.add(Counter.ACQUISITIONS_STARTED)
@@ -307,13 +305,6 @@ class Dispatcher:
         self.router.fail(action.acquisition)
         self.counters.add(Counter.ACQUISITIONS_REJECTED)
         self.counters.reject(error)
-
-    def _refuse_when_disk_low(self) -> None:
-        if self.free_bytes is not None and self.free_bytes < int(self.settings.min_free_bytes):
-            raise OSError(
-                f"only {self.free_bytes} bytes free on the data root (minimum "
-                f"{int(self.settings.min_free_bytes)}); acquisition refused"
-            )
 
     def _write(self, session: Session, action: Write, lease: RingLease | None) -> None:
         """Queue the frames within the budget; the writer releases ``lease`` once written."""
@@ -329,9 +320,9 @@ class Dispatcher:
             self.router.extend_deadlines(admitted.waited)
         if not admitted.granted:
             self.counters.add(Counter.FRAMES_LOST_OVERLOAD, action.count)
-            session.skip(action.count)
+            session.apply(Skip(action.acquisition, action.index, action.count))
             session.unreported_overload += action.count
-            _report_overload(session)
+            report_overload(session)
             return
         session.write(
             frames, action.frame_metadata, cost, None if lease is None else lease.hand_over()
@@ -339,38 +330,22 @@ class Dispatcher:
 
     def _retire_failed(self, session: Session) -> None:
         """A session whose writer failed: its acquisition ends; later messages are late."""
-        if self.receiving.get(session.acquisition) is session:
-            del self.receiving[session.acquisition]
+        if self.sessions.stop_receiving(session):
             self.rings.detach(session.acquisition)
             self.router.fail(session.acquisition)
-        session.finish(FinishReason.ERROR, error=session.error)
+        session.apply(Finish(session.acquisition, FinishReason.ERROR, error=session.error))
 
     # -- sessions ----------------------------------------------------------------------
     def reap(self) -> None:
         """Retire failed sessions and move finished ones to the recent list."""
         with self._lock:
-            for session in list(self.sessions):
-                _report_overload(session, force=True)
-                if session.failed:
-                    self._retire_failed(session)
-                if not session.done:
-                    continue
-                self.sessions.remove(session)
-                entry = session.entry()
-                self.recent.appendleft(entry)
-                self.counters.add(Counter.FRAMES_WRITTEN, entry.frames_written)
-                self.counters.add(Counter.FRAMES_MISSING, entry.frames_missing)
-                self.counters.add(Counter.BYTES_WRITTEN, entry.bytes_written)
-                failed = entry.state is AcquisitionState.FAILED
-                self.counters.add(
-                    Counter.ACQUISITIONS_FAILED if failed else Counter.ACQUISITIONS_FINISHED
-                )
+            self.sessions.reap(self._retire_failed)
 
     def join(self, timeout: float) -> None:
         """Wait (up to ``timeout`` s in all) until every session's files are final."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            sessions = list(self.sessions)
+            sessions = list(self.sessions.live)
         for session in sessions:
             if not session.join(max(0.0, deadline - time.monotonic())):
                 log.error("acquisition %s did not finish writing in time", session.acquisition)
@@ -378,20 +353,34 @@ class Dispatcher:
 
     def entries(self) -> tuple[list[AcquisitionEntry], list[AcquisitionEntry]]:
         """Status entries: (live sessions, recently finished); call with the lock held."""
-        by_acquisition = self.counters.rejections_by_acquisition
-        clock = {a.acquisition: a for a in self.router.describe_open(time.monotonic())}
-        live = []
-        for session in self.sessions:
-            entry = session.entry(by_acquisition.get(session.acquisition, 0))
-            open_state = clock.get(session.acquisition)
-            if open_state is not None and self.receiving.get(session.acquisition) is session:
-                entry.idle_s, entry.idle_timeout = open_state.idle_s, open_state.idle_timeout
-            live.append(entry)
-        recent = [
-            entry.model_copy(update={"rejected_messages": by_acquisition.get(entry.acquisition, 0)})
-            for entry in self.recent
-        ]
-        return live, recent
+        return self.sessions.entries(self.router.describe_open(time.monotonic()))
+
+
+def receive_batch(
+    dispatcher: Dispatcher, source: IngestSource, deadline: float | None = None
+) -> int:
+    """Receive up to RECEIVE_BATCH waiting messages, none after ``deadline``;
+    return how many.
+
+    They are handled in groups of up to GROUP_BYTES: header-only (shared-memory)
+    messages go many at a time, pixels over the socket one message at a time, so
+    ZeroMQ's high-water mark still bounds what waits outside the queue budget.
+    """
+    received = 0
+    group: list[Received] = []
+    group_bytes = 0
+    for message in source.receive(RECEIVE_BATCH):
+        received += 1
+        group.append(message)
+        group_bytes += sum(map(len, message.parts))  # 1-D byte views: len == nbytes
+        if group_bytes >= GROUP_BYTES:
+            dispatcher.handle_many(group)
+            group, group_bytes = [], 0
+            if deadline is not None and time.monotonic() >= deadline:
+                return received
+    if group:
+        dispatcher.handle_many(group)
+    return received
 
 
 def _in_ring(header: object) -> bool:
@@ -416,18 +405,3 @@ def _continues(previous: FramesHeader, header: object) -> bool:
         and header.index == previous.index + previous.count
         and header.shm.offset == previous.shm.offset + previous.shm.length
     )
-
-
-def _report_overload(session: Session, force: bool = False) -> None:
-    """Warn about frames lost to a full queue, at most once a second per acquisition."""
-    now = time.monotonic()
-    if not session.unreported_overload or (not force and now - session.overload_reported_at < 1):
-        return
-    log.warning(
-        "acquisition %s: queue full, %d more frames recorded as missing (SUB cannot wait; "
-        "use PULL, a larger queue_bytes or a faster disk)",
-        session.acquisition,
-        session.unreported_overload,
-    )
-    session.unreported_overload = 0
-    session.overload_reported_at = now

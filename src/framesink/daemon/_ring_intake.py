@@ -3,10 +3,16 @@ from which ring, and slots lent to writers as explicit leases."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import zmq
 
 from ..core import FramesHeader, RefusalError, StartHeader
-from ..transport import Ring, RingLease, RingServer
+from ..transport import Certificate, IngestSource, Ring, RingLease, RingServer
+from ._settings import Settings
 
 
 class RingIntake:
@@ -62,3 +68,34 @@ class RingIntake:
             )
         slots = tuple((h.shm.offset, h.shm.length) for h in run if h.shm is not None)
         return ring.lend_run(slots, acquisition)
+
+
+def open_ring_source(
+    context: zmq.Context[Any], rings: Path, settings: Settings, certificate: Certificate | None
+) -> IngestSource:
+    """A PULL socket beside the ring socket, private to this user like it.
+
+    Messages of ring publishers are headers (the pixels are in the ring), so its
+    queue may be deep: each wake-up of the receive loop then takes many messages.
+    """
+    previous = os.umask(0o177)
+    try:
+        return IngestSource(
+            context,
+            kind="pull",
+            bind=[f"ipc://{rings}.zmq"],
+            connect=[],
+            receive_hwm=settings.ring_receive_hwm,
+            max_message_bytes=int(settings.max_header_bytes),
+            certificate=certificate,
+        )
+    finally:
+        os.umask(previous)
+
+
+def serve_ring_events(rings: RingServer, events: dict[Any, int], watched: set[int]) -> None:
+    """Registrations and hang-ups among the receive loop's ``events``."""
+    if rings.listener in events or rings.listener.fileno() in events:
+        rings.accept()
+    for fd in watched & events.keys():
+        rings.closed(fd)

@@ -10,14 +10,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
-import signal
 import tempfile
 import threading
 import time
 import weakref
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import zmq
@@ -28,21 +25,20 @@ from ..transport import (
     HANDSHAKE_REFUSED,
     ControlServer,
     IngestSource,
-    Received,
     RingServer,
     sd_notify,
 )
 from ._counters import Counters
-from ._dispatch import Dispatcher
+from ._dispatch import RECEIVE_BATCH, Dispatcher, receive_batch
 from ._metrics import MetricsServer
 from ._recovering import BackgroundRecovery
+from ._ring_intake import open_ring_source, serve_ring_events
 from ._security import Security
 from ._settings import Settings
+from ._signals import handled_signals
 
 log = logging.getLogger(__name__)
 
-RECEIVE_BATCH = 256
-GROUP_BYTES = 256 << 10
 """Received messages are handled together up to this many bytes (see _receive_batch)."""
 HOUSEKEEPING_S = 1.0
 DRAIN_S = 2.0
@@ -86,7 +82,10 @@ class Daemon:
     # -- lifecycle -------------------------------------------------------------------
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT or ``request_stop``; always drains and finalizes."""
-        previous = self._install_signal_handlers()
+        with handled_signals(self.request_stop, self._request_reload):
+            self._run()
+
+    def _run(self) -> None:
         try:
             self._start()
             self.state = RunState.RUNNING
@@ -102,7 +101,6 @@ class Daemon:
             self._loop()
         finally:
             self._shutdown()
-            self._restore_signal_handlers(previous)
 
     def request_stop(self) -> None:
         """Ask the loop to stop (thread- and signal-safe); intake ends DRAIN_S from now."""
@@ -115,25 +113,8 @@ class Daemon:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wakeup_write, b"\0")
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}
-        previous: dict[int, Any] = {}
-        for number in (signal.SIGTERM, signal.SIGINT):
-            previous[number] = signal.signal(number, self._on_signal)
-        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
-        return previous
-
-    @staticmethod
-    def _restore_signal_handlers(previous: dict[int, Any]) -> None:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-    def _on_signal(self, number: int, _frame: FrameType | None) -> None:
-        log.info("received %s: draining and finalizing", signal.Signals(number).name)
-        self.request_stop()
-
-    def _on_reload_signal(self, _number: int, _frame: FrameType | None) -> None:
+    def _request_reload(self) -> None:
+        """Reread the allowed CURVE clients at the next turn of the loop (signal-safe)."""
         self._reload_requested.set()
         self._wake()
 
@@ -168,29 +149,11 @@ class Daemon:
                 ring_socket_path(settings), int(settings.max_ring_bytes), log.warning, self._wake
             )
             self.dispatcher.rings.server = self._rings
-            self._ring_source = self._open_ring_source(self._rings.path)
+            self._ring_source = open_ring_source(
+                self._context, self._rings.path, settings, self._security.certificate
+            )
         self._control.start()
         self._check_disk()
-
-    def _open_ring_source(self, rings: Path) -> IngestSource:
-        """A PULL socket beside the ring socket, private to this user like it.
-
-        Messages of ring publishers are headers (the pixels are in the ring), so its
-        queue may be deep: each wake-up of the receive loop then takes many messages.
-        """
-        previous = os.umask(0o177)
-        try:
-            return IngestSource(
-                self._context,
-                kind="pull",
-                bind=[f"ipc://{rings}.zmq"],
-                connect=[],
-                receive_hwm=self.settings.ring_receive_hwm,
-                max_message_bytes=int(self.settings.max_header_bytes),
-                certificate=self._security.certificate,
-            )
-        finally:
-            os.umask(previous)
 
     def _sources(self) -> list[IngestSource]:
         return [s for s in (self._source, self._ring_source) if s is not None]
@@ -226,7 +189,7 @@ class Daemon:
         """
         deadline = self.dispatcher.admission.close_intake(DRAIN_S)
         for source in self._sources():
-            while time.monotonic() < deadline and self._receive_batch(source, deadline):
+            while time.monotonic() < deadline and receive_batch(self.dispatcher, source, deadline):
                 continue
 
     # -- the receive loop --------------------------------------------------------------
@@ -256,12 +219,14 @@ class Daemon:
             drained = True
             for source in sources:
                 if source.socket in events:
-                    taken = self._receive_batch(source, self.dispatcher.admission.intake_deadline)
+                    taken = receive_batch(
+                        self.dispatcher, source, self.dispatcher.admission.intake_deadline
+                    )
                     drained = drained and taken < RECEIVE_BATCH
                 if source.monitor in events:
                     self._peer_events(source)
             if rings is not None:
-                self._ring_events(rings, events, watched)
+                serve_ring_events(rings, events, watched)
                 rings.flush()
             now = time.monotonic()
             # Cycle to cycle, so a stop anywhere in the loop (housekeeping too) is seen.
@@ -297,30 +262,6 @@ class Daemon:
             while os.read(self._wakeup_read, 512):
                 continue
 
-    def _receive_batch(self, source: IngestSource, deadline: float | None = None) -> int:
-        """Receive up to RECEIVE_BATCH waiting messages, none after ``deadline``;
-        return how many.
-
-        They are handled in groups of up to GROUP_BYTES: header-only (shared-memory)
-        messages go many at a time, pixels over the socket one message at a time, so
-        ZeroMQ's high-water mark still bounds what waits outside the queue budget.
-        """
-        received = 0
-        group: list[Received] = []
-        group_bytes = 0
-        for message in source.receive(RECEIVE_BATCH):
-            received += 1
-            group.append(message)
-            group_bytes += sum(map(len, message.parts))  # 1-D byte views: len == nbytes
-            if group_bytes >= GROUP_BYTES:
-                self.dispatcher.handle_many(group)
-                group, group_bytes = [], 0
-                if deadline is not None and time.monotonic() >= deadline:
-                    return received
-        if group:
-            self.dispatcher.handle_many(group)
-        return received
-
     def _peer_events(self, source: IngestSource) -> None:
         """Log publisher disconnects: ZeroMQ also drops a peer that sent an oversize message."""
         events = source.peer_events()
@@ -332,13 +273,6 @@ class Daemon:
         for endpoint in events.disconnects:
             with self.dispatcher.locked():
                 self.counters.peer_disconnected(endpoint, source.max_message_bytes)
-
-    @staticmethod
-    def _ring_events(rings: RingServer, events: dict[Any, int], watched: set[int]) -> None:
-        if rings.listener in events or rings.listener.fileno() in events:
-            rings.accept()
-        for fd in watched & events.keys():
-            rings.closed(fd)
 
     def _auth_refused(self, peer: str, what: str) -> None:
         """A refused handshake (from the ZAP, control or receive thread)."""
@@ -353,19 +287,14 @@ class Daemon:
             self.counters.flush_suppressed()
 
     def _check_disk(self) -> None:
-        try:
-            free = shutil.disk_usage(self.settings.data_root).free
-        except OSError as exc:
-            log.error("cannot read free space of %s: %s", self.settings.data_root, exc)
+        disk = self.dispatcher.disk
+        if not disk.measure():
             return
-        self.dispatcher.free_bytes = free
-        if free >= int(self.settings.min_free_bytes):
-            return
-        failed = self.dispatcher.fail_all(f"disk almost full: {free} bytes free")
+        failed = self.dispatcher.fail_all(f"disk almost full: {disk.free_bytes} bytes free")
         if failed:
             log.error(
                 "only %d bytes free on %s: finalized %d open acquisitions",
-                free,
+                disk.free_bytes,
                 self.settings.data_root,
                 failed,
             )
@@ -386,7 +315,7 @@ class Daemon:
                 recovery_failures=self._recovery.failures,
                 uptime_s=round(time.monotonic() - self._started, 3),
                 data_root=str(self.settings.data_root),
-                free_bytes=dispatcher.free_bytes,
+                free_bytes=dispatcher.disk.free_bytes,
                 socket=self.settings.socket,
                 ingest=list(self.ingest_endpoints),
                 queued_bytes=dispatcher.admission.budget.used,

@@ -22,11 +22,15 @@ from ..core import (
     AcquisitionRecord,
     AcquisitionState,
     ByteBudget,
+    Drop,
+    Finish,
     FinishReason,
     FrameChunk,
     FrameLayout,
     FrameMetadata,
     FrameSink,
+    SeqGap,
+    Skip,
     WriteError,
 )
 
@@ -55,31 +59,14 @@ class _WriteItem:
     nbytes: int
 
 
-@dataclass(frozen=True)
-class _SkipItem:
-    count: int
-
-
-@dataclass(frozen=True)
-class _DropItem:
-    count: int
-
-
-@dataclass(frozen=True)
-class _LostMessagesItem:
-    count: int
-
-
-@dataclass(frozen=True)
-class _FinishItem:
-    reason: FinishReason
-    metadata: Mapping[str, Any] | None
-    error: str | None
+Event = Skip | Drop | SeqGap | Finish
+"""What the router says happened to an acquisition beside writes: the session's
+vocabulary is the router's (and each maps to one FrameSink method)."""
 
 
 WriteTimer = Callable[[float], None]
 """Told the seconds one write to the sink took."""
-_Item = _WriteItem | _SkipItem | _DropItem | _LostMessagesItem | _FinishItem
+_Item = _WriteItem | Event
 
 
 class Session:
@@ -140,26 +127,13 @@ class Session:
         self._queued_bytes += nbytes
         self._queue.put(_WriteItem(FrameChunk(frames, frame_metadata, release), nbytes))
 
-    def skip(self, count: int) -> None:
-        self._queue.put(_SkipItem(count))
-
-    def drop(self, count: int) -> None:
-        self._queue.put(_DropItem(count))
-
-    def lose_messages(self, count: int) -> None:
-        self._queue.put(_LostMessagesItem(count))
-
-    def finish(
-        self,
-        reason: FinishReason,
-        metadata: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> None:
-        """Queue the end of the acquisition; only the first call counts."""
-        if self._finish_requested:
-            return
-        self._finish_requested = True
-        self._queue.put(_FinishItem(reason, metadata, error))
+    def apply(self, event: Event) -> None:
+        """Queue an event for the writer thread; only the first Finish counts."""
+        if isinstance(event, Finish):
+            if self._finish_requested:
+                return
+            self._finish_requested = True
+        self._queue.put(event)
 
     def join(self, timeout: float) -> bool:
         return self._done.wait(timeout)
@@ -207,19 +181,19 @@ class Session:
                     except queue.Empty:
                         continue
                 match item:
-                    case _FinishItem(reason, metadata, error):
+                    case Finish(_, reason, metadata, error):
                         self._finalize(reason, metadata, error)
                         return
                     case _WriteItem():
                         writes, pending = self._gather(item)
                         item = None  # _write lets go of the frames before releasing them
                         self._write(writes)
-                    case _SkipItem(count):
+                    case Skip(_, _, count):
                         self._apply(self.sink.skip, count)
-                    case _DropItem(count):
+                    case Drop(_, count):
                         self._apply(self.sink.drop, count)
-                    case _LostMessagesItem(count):
-                        self._apply(self.sink.lose_messages, count)
+                    case SeqGap(_, missed):
+                        self._apply(self.sink.lose_messages, missed)
                     case _:
                         assert_never(item)
         finally:

@@ -57,6 +57,31 @@ class StreamWriter(AcquisitionWriter):
             options=StorageOptions(direct_io=direct_io),
         )
 
+    @property
+    def frames_written(self) -> int:
+        return self.ledger.frames_written
+
+    @property
+    def frames_missing(self) -> int:
+        return self.ledger.frames_missing
+
+    @property
+    def missing_ranges(self) -> list[list[int]]:
+        return self.ledger.missing_ranges
+
+    @property
+    def frames_dropped(self) -> int:
+        return self.ledger.frames_dropped
+
+    @property
+    def messages_lost(self) -> int:
+        return self.ledger.messages_lost
+
+    @property
+    def bytes_written(self) -> int:
+        """Pixel bytes received and written (zero-filled frames not counted)."""
+        return self.ledger.bytes_written
+
 
 def open_sink(spec: SinkSpec) -> StoreSink:
     """The daemon's sink for ``spec``, in the format it names (RefusalError ``bad_format``)."""

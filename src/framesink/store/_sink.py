@@ -88,10 +88,10 @@ class StoreSink:
         return SinkProgress(
             path=writer.path / (record.files.image if record else writer.files.partial),
             started=writer.started,
-            frames_written=writer.frames_written,
-            frames_missing=writer.frames_missing,
-            frames_dropped=writer.frames_dropped,
-            messages_lost=writer.messages_lost,
-            bytes_written=writer.bytes_written,
+            frames_written=writer.ledger.frames_written,
+            frames_missing=writer.ledger.frames_missing,
+            frames_dropped=writer.ledger.frames_dropped,
+            messages_lost=writer.ledger.messages_lost,
+            bytes_written=writer.ledger.bytes_written,
             direct_io=writer.direct_io,
         )

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -40,10 +38,10 @@ from ..core import (
 )
 from ._files import describe_os_error, write_json_atomically
 from ._folder import Folder
-from ._format import Image, ImageFormat
-from ._journal import Journal, JournalHeader
+from ._format import ImageFormat
+from ._journal import JournalHeader
+from ._live import LiveFiles
 from ._paths import folder_is_taken
-from ._sidecar import Sidecar, read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +87,20 @@ class AcquisitionWriter:
         self._failure: OSError | None = None
         self._record: AcquisitionRecord | None = None
         try:
-            self._open_files(overwrite)
+            self._prepare_folder(overwrite)
+            self._live = LiveFiles(
+                self.folder,
+                self.files,
+                image_format,
+                self.layout,
+                options,
+                header=self._journal_header(),
+            )
         except BaseException:
             if not isinstance(folder, Folder):
                 self.folder.close()
             raise
-        self._sync_lock = threading.Lock()
-        self._closing = threading.Event()
-        self._syncer: threading.Thread | None = None
-        if fsync_interval:
-            self._syncer = threading.Thread(
-                target=self._sync_periodically, name=f"fsync-{self.name}", daemon=True
-            )
-            self._syncer.start()
+        self._live.sync_every(fsync_interval, self.name)
 
     # -- paths and state -------------------------------------------------------------
     @property
@@ -123,39 +122,14 @@ class AcquisitionWriter:
         return self.ledger.started
 
     @property
-    def frames_written(self) -> int:
-        return self.ledger.frames_written
-
-    @property
-    def frames_missing(self) -> int:
-        return self.ledger.frames_missing
-
-    @property
-    def missing_ranges(self) -> list[list[int]]:
-        return self.ledger.missing_ranges
-
-    @property
-    def frames_dropped(self) -> int:
-        return self.ledger.frames_dropped
-
-    @property
-    def messages_lost(self) -> int:
-        return self.ledger.messages_lost
-
-    @property
-    def bytes_written(self) -> int:
-        """Pixel bytes received and written (zero-filled frames not counted)."""
-        return self.ledger.bytes_written
-
-    @property
     def frames_in_file(self) -> int:
         """Frames (written or zero-filled) the image holds."""
-        return self._image.frames
+        return self._live.frames
 
     @property
     def direct_io(self) -> bool:
         """True if pixels were written past the page cache (O_DIRECT)."""
-        return self._image.is_direct
+        return self._live.image.is_direct
 
     @property
     def is_full(self) -> bool:
@@ -170,20 +144,6 @@ class AcquisitionWriter:
     def record(self) -> AcquisitionRecord | None:
         """The record of the finalized acquisition, or None while it is open."""
         return self._record
-
-    def _open_files(self, overwrite: bool) -> None:
-        """The journal first (recovery needs it), then the image; none is left on failure."""
-        self._prepare_folder(overwrite)
-        self._sidecar = Sidecar(self.folder, self.files.sidecar)
-        self._journal = Journal(self.folder, self._journal_header())
-        try:
-            self._image: Image = self.format.create(
-                self.folder, self.files, self.layout, self.options, self._journal
-            )
-        except BaseException:
-            self._journal.remove()
-            self.folder.unlink(self.files.partial)
-            raise
 
     def _prepare_folder(self, overwrite: bool) -> None:
         if folder_is_taken(self.folder, self.files) and not overwrite:
@@ -223,7 +183,7 @@ class AcquisitionWriter:
         They reach the file in as few large writes as possible: the daemon hands over
         whatever is queued, so small messages still make large writes.
         """
-        frames = [self._as_frames(chunk.frames) for chunk in chunks]
+        frames = [self._frames_of(chunk.frames) for chunk in chunks]
         metadata: list[FrameMetadata] = []
         for stack, chunk in zip(frames, chunks, strict=True):
             if chunk.metadata is not None and len(chunk.metadata) != len(stack):
@@ -231,52 +191,31 @@ class AcquisitionWriter:
                     f"got {len(chunk.metadata)} frame metadata for {len(stack)} frames"
                 )
             metadata.extend([None] * len(stack) if chunk.metadata is None else chunk.metadata)
-        self._check_room(len(metadata))
+        self.layout.check_room(self.frames_in_file, len(metadata))
         self._guard(self._append, frames, metadata)
 
     def skip(self, count: int) -> None:
         """Record ``count`` frames as missing; they are zero-filled in the file."""
         if count < 1:
             raise ValueError(f"skip count must be >= 1; got {count}")
-        self._check_room(count)
+        self.layout.check_room(self.frames_in_file, count)
         self._guard(self._zero_fill, count)
 
     def note_dropped(self, count: int) -> None:
         """Count frames that arrived too late or twice and were not written."""
         self._ensure_open()
         self.ledger.note_dropped(count)
-        self._journal.append({"dropped": count})
+        self._live.journal.append({"dropped": count})
 
     def note_lost_messages(self, count: int) -> None:
         """Count messages that never arrived (gaps in ``seq``): the acquisition is incomplete."""
         self._ensure_open()
         self.ledger.note_lost_messages(count)
-        self._journal.append({"lost_messages": count})
+        self._live.journal.append({"lost_messages": count})
 
-    def _as_frames(self, frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    def _frames_of(self, frames: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         self._ensure_open()
-        chunk = np.asarray(frames)
-        if chunk.shape == self.layout.frame_shape:
-            chunk = chunk[np.newaxis]
-        if (
-            chunk.ndim != len(self.layout.frame_shape) + 1
-            or chunk.shape[1:] != self.layout.frame_shape
-        ):
-            raise ValueError(
-                f"frames must have shape {self.layout.frame_shape} or "
-                f"(n, *{self.layout.frame_shape}) for axes {self.layout.axes!r}; got {chunk.shape}"
-            )
-        if chunk.dtype != self.layout.dtype:
-            raise TypeError(f"frames must be {self.layout.dtype.name}; got {chunk.dtype.name}")
-        return chunk
-
-    def _check_room(self, count: int) -> None:
-        capacity = self.layout.capacity
-        if capacity is not None and self.frames_in_file + count > capacity:
-            raise ValueError(
-                f"{count} more frames exceed the shape {list(self.layout.leading_shape)} "
-                f"({self.frames_in_file} of {capacity} written)"
-            )
+        return self.layout.as_frames(frames)
 
     def _ensure_open(self) -> None:
         if self._record is not None:
@@ -298,50 +237,21 @@ class AcquisitionWriter:
     def _append(
         self, chunks: Sequence[np.ndarray[Any, Any]], frame_metadata: Sequence[FrameMetadata]
     ) -> None:
-        """Write the pixels, then the sidecar lines; only then do the frames count as written."""
+        """Only frames that reached the image (and their metadata lines) count as written."""
         first = self.frames_in_file
         try:
-            self._image.append(chunks)
+            self._live.append(chunks, frame_metadata)
         finally:
-            stored = self.frames_in_file - first
-            self._sidecar.append(
-                (first + offset, meta)
-                for offset, meta in enumerate(frame_metadata[:stored])
-                if meta
-            )
-            self._journal.append({"frames": self.frames_in_file})
-            self.ledger.note_written(stored)
+            self.ledger.note_written(self.frames_in_file - first)
 
     def _zero_fill(self, count: int) -> None:
         first = self.frames_in_file
-        self._journal.append({"missing": [first, first + count - 1]})
-        self._image.append_empty(count)
+        self._live.zero_fill(count)
         self.ledger.note_missing(first, count)
-        self._journal.append({"frames": self.frames_in_file})
 
     def sync(self) -> None:
         """Force everything handed to the OS so far to stable storage."""
-        with self._sync_lock:
-            if self._closing.is_set():
-                return
-            self._image.sync()
-            self._sidecar.sync()
-            self._journal.sync()
-
-    def _sync_periodically(self) -> None:
-        """fsync every ``fsync_interval`` seconds beside the writes, not between them."""
-        assert self.fsync_interval
-        while not self._closing.wait(self.fsync_interval):
-            try:
-                self.sync()
-            except (OSError, ValueError) as exc:
-                log.warning("acquisition %s: periodic fsync failed: %s", self.acquisition, exc)
-
-    def _stop_syncing(self) -> None:
-        with self._sync_lock:
-            self._closing.set()
-        if self._syncer is not None:
-            self._syncer.join()
+        self._live.sync()
 
     # -- finalizing --------------------------------------------------------------------
     def finalize(
@@ -358,16 +268,18 @@ class AcquisitionWriter:
         """
         if self._record is not None:
             return self._record
-        self._stop_syncing()
+        self._live.stop_syncing()
         reason = FinishReason(reason)
         if metadata:
             self.metadata.update({k: v for k, v in metadata.items() if k != RESERVED_METADATA_KEY})
-            self._journal.append({"stop_metadata": dict(metadata)})
+            self._live.journal.append({"stop_metadata": dict(metadata)})
         errors = [error] if error else []
         if self._failure is not None and not error:
             errors.append(f"write failed: {describe_os_error(self._failure)}")
         try:
-            image_name = self._finish_image(errors)
+            self._pad_to_whole_step()
+            described = {k: v for k, v in self.metadata.items() if k != "notes"}
+            image_name = self._live.complete(described, errors)
             if errors:
                 reason = FinishReason.ERROR
             self._record = self.ledger.record(
@@ -383,71 +295,19 @@ class AcquisitionWriter:
             raise WriteError(self._record.error or "finalize failed", self._record)
         return self._record
 
-    def _finish_image(self, errors: list[str]) -> str:
-        """Close, describe and rename the image; return the name it ends up under.
-
-        Each step degrades gracefully: an image that cannot be closed stays under its
-        temporary name for ``framesink recover``; one whose metadata cannot be embedded
-        is still a readable image.
-        """
-        try:
-            self._close_image()
-        except (OSError, ValueError) as exc:
-            errors.append(
-                f"could not close {self.files.partial}: {exc}; "
-                "`framesink recover` rebuilds it from the journal once the cause is fixed"
-            )
-            self._close_quietly()
-            return self.files.partial
-        try:
-            self._describe_image()
-        except (OSError, ValueError) as exc:
-            errors.append(f"could not embed the metadata: {exc}; the pixels are intact")
-        try:
-            self._sync_file(self.files.partial)
-            self.folder.rename(self.files.partial, self.files.image)
-            self.folder.sync()
-        except OSError as exc:
-            errors.append(f"could not rename {self.files.partial}: {exc}")
-            return self.files.partial
-        return self.files.image
-
-    def _close_image(self) -> None:
-        if self._failure is None:
-            try:
-                self._pad_to_whole_step()
-            except OSError as exc:
-                self._failure = exc
-        self._image.close()
-        self._sidecar.close()
-
     def _pad_to_whole_step(self) -> None:
+        """Zero-fill to the next whole step of the leading axis (a failure is recorded)."""
+        if self._failure is not None:
+            return
         padding = self.layout.padded_count(self.frames_in_file) - self.frames_in_file
-        if padding:
-            self._zero_fill(padding)
-
-    def _describe_image(self) -> None:
-        self._image.describe(
-            {k: v for k, v in self.metadata.items() if k != "notes"},
-            read_sidecar(self.folder, self.files.sidecar),
-        )
-
-    def _sync_file(self, name: str) -> None:
-        descriptor = self.folder.open(name)
         try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-
-    def _close_quietly(self) -> None:
-        for close in (self._image.close_quietly, self._sidecar.close):
-            try:
-                close()
-            except (OSError, ValueError):
-                continue
+            if padding:
+                self._zero_fill(padding)
+        except OSError as exc:
+            self._failure = exc
 
     def _files_record(self, image_name: str) -> AcquisitionFiles:
-        sidecar = self.files.sidecar if self._sidecar.exists else None
+        sidecar = self.files.sidecar if self._live.sidecar.exists else None
         aliases = dict.fromkeys(self.format.record_aliases, image_name)
         return AcquisitionFiles.model_validate({**aliases, "image": image_name, "sidecar": sidecar})
 
@@ -464,13 +324,13 @@ class AcquisitionWriter:
             self._record = self._record.model_copy(
                 update={"error": "; ".join(errors), "reason": FinishReason.ERROR, "complete": False}
             )
-            self._journal.close()
+            self._live.journal.close()
             return False
         if self._record.files.image == self.files.image:
-            self._journal.remove()
+            self._live.journal.remove()
         else:
-            self._journal.append({"error": self._record.error})
-            self._journal.close()
+            self._live.journal.append({"error": self._record.error})
+            self._live.journal.close()
         return True
 
     # -- context manager ---------------------------------------------------------------
