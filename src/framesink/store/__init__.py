@@ -12,7 +12,7 @@ from ._folder import Folder
 from ._format import Image, ImageFormat, InterruptedImage
 from ._journal import Journal, JournalHeader, JournalInUseError, JournalState, read_journal
 from ._paths import PathError, folder_is_taken, open_output_folder
-from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile
+from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile, write_fully
 from ._recovery import (
     FormatLookup,
     RecoveryError,
@@ -55,5 +55,6 @@ __all__ = [
     "read_sidecar",
     "recover",
     "recover_each",
+    "write_fully",
     "write_json_atomically",
 ]

@@ -103,7 +103,7 @@ class PixelFile:
                 self._bypasses_cache = False
         done = 0
         for buffer in buffers:
-            _write_all(self._fd, offset + done, _bytes_of(buffer), done)
+            write_fully(self._fd, offset + done, _bytes_of(buffer), done)
             done += buffer.nbytes
 
     def _write_direct(self, offset: int, buffers: Sequence[np.ndarray[Any, Any]]) -> None:
@@ -165,14 +165,14 @@ class _StagedWrites:
                     if in_flight is not None:
                         in_flight.result()  # frees the other buffer; raises its failure
                     in_flight = self._helper.submit(
-                        _write_all, self._fd, offset + submitted, staging, submitted
+                        write_fully, self._fd, offset + submitted, staging, submitted
                     )
                     submitted, filled, turn = submitted + filled, 0, 1 - turn
                     staging = self._buffers[turn]
             if in_flight is not None:
                 in_flight.result()
             if filled:
-                _write_all(self._fd, offset + submitted, staging[:filled], submitted)
+                write_fully(self._fd, offset + submitted, staging[:filled], submitted)
         finally:
             if in_flight is not None:
                 wait((in_flight,))  # never leave a buffer being written behind
@@ -199,7 +199,7 @@ def _write_vectors(fd: int, offset: int, buffers: Sequence[np.ndarray[Any, Any]]
     for first in range(0, len(buffers), VECTORS_PER_WRITE):
         group = [_bytes_of(buffer) for buffer in buffers[first : first + VECTORS_PER_WRITE]]
         if len(group) == 1:
-            _write_all(fd, offset + done, group[0], done)
+            write_fully(fd, offset + done, group[0], done)
             done += group[0].nbytes
             continue
         size = sum(part.nbytes for part in group)
@@ -208,7 +208,9 @@ def _write_vectors(fd: int, offset: int, buffers: Sequence[np.ndarray[Any, Any]]
         except OSError as exc:
             raise PartialWriteError(exc, done) from exc
         if written < size:  # rare (a signal, a full disk): finish byte-exact
-            _write_all(fd, offset + done + written, np.concatenate(group)[written:], done + written)
+            write_fully(
+                fd, offset + done + written, np.concatenate(group)[written:], done + written
+            )
         done += size
 
 
@@ -220,9 +222,12 @@ def _bytes_of(buffer: np.ndarray[Any, Any]) -> np.ndarray[Any, np.dtype[np.uint8
     return buffer.reshape(-1).view(np.uint8)
 
 
-def _write_all(fd: int, offset: int, data: np.ndarray[Any, Any], done_before: int) -> None:
-    """pwrite until every byte is written; a failure reports the bytes that made it."""
-    view = _bytes_of(data).data
+def write_fully(
+    fd: int, offset: int, data: bytes | np.ndarray[Any, Any], done_before: int = 0
+) -> None:
+    """pwrite ``data`` at ``offset`` until every byte is written; a failure raises
+    PartialWriteError with the bytes that made it (plus ``done_before``)."""
+    view = memoryview(data).cast("B") if isinstance(data, bytes) else _bytes_of(data).data
     done = 0
     while done < view.nbytes:
         try:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from ..core import FramesinkError
+from ..store import write_fully
 
 CHUNK_PAGES = 8192
 """IFDs built per write (a few MB at most)."""
@@ -127,13 +127,13 @@ def _append_ifds(fd: int, template: IfdTemplate, pages: int, position: int) -> N
     """Write the IFDs of pages 2 … ``pages - 1`` from ``position``, a chunk at a time."""
     for first in range(2, pages, CHUNK_PAGES):
         count = min(CHUNK_PAGES, pages - first)
-        _write_all(fd, _relocated(template, first, count, pages - 1, position), position)
+        write_fully(fd, position, _relocated(template, first, count, pages - 1, position))
         position += count * len(template.raw)
 
 
 def _link(fd: int, template: IfdTemplate, page_two: int) -> None:
     """Point page 1 at page 2: from here on readers see every page."""
-    _write_all(fd, struct.pack("<Q", page_two), template.offset + template.next_pointer)
+    write_fully(fd, template.offset + template.next_pointer, struct.pack("<Q", page_two))
 
 
 def _relocated(template: IfdTemplate, first: int, count: int, last: int, at: int) -> bytes:
@@ -142,10 +142,3 @@ def _relocated(template: IfdTemplate, first: int, count: int, last: int, at: int
     if expected != at:
         raise TemplateError("the page index is not contiguous after page 1")
     return template.pages(first, count, last)
-
-
-def _write_all(fd: int, data: bytes | Any, offset: int) -> None:
-    view = memoryview(data)
-    done = 0
-    while done < len(view):
-        done += os.pwrite(fd, view[done:], offset + done)
