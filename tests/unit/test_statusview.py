@@ -89,7 +89,7 @@ def test_status_table_shows_acquisitions_errors_and_counters() -> None:
     assert "  ! run-1: disk full" in lines
     assert (
         "messages:     messages=20  bad_messages=1  orphan_messages=0  late_messages=0  "
-        "duplicate_starts=0  seq_gaps=0  peer_disconnects=0  auth_failures=0"
+        "duplicate_starts=0  seq_gaps=0  peer_disconnects=0  auth_failures=0  rings_refused=0"
     ) in lines
     assert (
         "frames:       frames_received=0  frames_written=10  frames_missing=0  frames_dropped=0  "

@@ -39,6 +39,7 @@ class Counter(StrEnum):
     SEQ_GAPS = "seq_gaps"
     PEER_DISCONNECTS = "peer_disconnects"
     AUTH_FAILURES = "auth_failures"
+    RINGS_REFUSED = "rings_refused"
     FRAMES_RECEIVED = "frames_received"
     FRAMES_WRITTEN = "frames_written"
     FRAMES_MISSING = "frames_missing"
@@ -64,6 +65,7 @@ class CounterValues(BaseModel):
     seq_gaps: int = 0
     peer_disconnects: int = 0
     auth_failures: int = 0
+    rings_refused: int = 0
     frames_received: int = 0
     frames_written: int = 0
     frames_missing: int = 0

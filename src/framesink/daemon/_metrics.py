@@ -29,6 +29,7 @@ COUNTER_HELP = {
     Counter.DUPLICATE_STARTS: "Starts for an id that is open.",
     Counter.SEQ_GAPS: "Messages that never arrived (gaps in seq).",
     Counter.PEER_DISCONNECTS: "Publisher connections that went away.",
+    Counter.RINGS_REFUSED: "Shared-memory rings refused or ended for breaking the rules.",
     Counter.AUTH_FAILURES: "RefusalError CURVE handshakes.",
     Counter.FRAMES_RECEIVED: "Frames in accepted frames messages.",
     Counter.FRAMES_WRITTEN: "Frames written to files.",

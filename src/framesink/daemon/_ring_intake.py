@@ -95,7 +95,5 @@ def open_ring_source(
 
 def serve_ring_events(rings: RingServer, events: dict[Any, int], watched: set[int]) -> None:
     """Registrations and hang-ups among the receive loop's ``events``."""
-    if rings.listener in events or rings.listener.fileno() in events:
-        rings.accept()
     for fd in watched & events.keys():
-        rings.closed(fd)
+        rings.on_readable(fd)

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from ..core import DaemonStatus, FinishReason, RunState, SinkFactory, __version__
+from ..core import Counter, DaemonStatus, FinishReason, RunState, SinkFactory, __version__
 from ..formats import open_sink, recover_each
 from ..transport import (
     HANDSHAKE_REFUSED,
@@ -34,7 +34,7 @@ from ._metrics import MetricsServer
 from ._recovering import BackgroundRecovery
 from ._ring_intake import open_ring_source, serve_ring_events
 from ._security import Security
-from ._settings import Settings
+from ._settings import Settings, ring_limits
 from ._signals import handled_signals
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Daemon:
         self.ingest_endpoints = self._source.endpoints
         if settings.shared_memory:
             self._rings = RingServer(
-                ring_socket_path(settings), int(settings.max_ring_bytes), log.warning, self._wake
+                ring_socket_path(settings), ring_limits(settings), self._ring_refused, self._wake
             )
             self.dispatcher.rings.server = self._rings
             self._ring_source = open_ring_source(
@@ -202,13 +202,11 @@ class Daemon:
         poller.register(self._wakeup_read, zmq.POLLIN)
         rings = self._rings
         watched: set[int] = set()
-        if rings is not None:
-            poller.register(rings.listener, zmq.POLLIN)
         cycle_started = time.monotonic()
         next_housekeeping = cycle_started + HOUSEKEEPING_S
         while not self._stop_requested.is_set():
             if rings is not None:
-                watched = _watch(poller, watched, set(rings.connection_fds()))
+                watched = _watch(poller, watched, set(rings.watched_fds(time.monotonic())))
             timeout = self._poll_timeout(next_housekeeping)
             events = dict(poller.poll(int(timeout * 1000)))
             if self._wakeup_read in events:
@@ -273,6 +271,12 @@ class Daemon:
         for endpoint in events.disconnects:
             with self.dispatcher.locked():
                 self.counters.peer_disconnected(endpoint, source.max_message_bytes)
+
+    def _ring_refused(self, why: str) -> None:
+        """A shared-memory ring refused or ended for breaking the rules (receive loop)."""
+        log.warning("%s", why)
+        with self.dispatcher.locked():
+            self.counters.add(Counter.RINGS_REFUSED)
 
     def _auth_refused(self, peer: str, what: str) -> None:
         """A refused handshake (from the ZAP, control or receive thread)."""

@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from ..core import ExistsPolicy
+from ..transport import RingLimits
 from ._metrics import parse_address
 
 SYSTEM_CONFIG = Path("/etc/framesink/framesink.toml")
@@ -118,6 +119,13 @@ class Settings(BaseSettings):
     max_ring_bytes: ByteSize = Field(
         ByteSize(64 << 30), description="Largest shared-memory ring a publisher may register."
     )
+    max_rings: int = Field(64, ge=1, description="Most shared-memory rings registered at once.")
+    max_rings_per_process: int = Field(
+        8, ge=1, description="Most shared-memory rings one publisher process may register."
+    )
+    max_ring_total_bytes: ByteSize = Field(
+        ByteSize(64 << 30), description="Most bytes all registered rings may hold together."
+    )
     metrics: str = Field(
         "", description="HOST:PORT of the Prometheus metrics endpoint; empty turns it off."
     )
@@ -177,3 +185,13 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
         model_config = SettingsConfigDict(toml_file=path)
 
     return Settings.model_validate(_FromFile(**given).model_dump())
+
+
+def ring_limits(settings: Settings) -> RingLimits:
+    """The bounds on shared-memory rings these settings give."""
+    return RingLimits(
+        max_ring_bytes=int(settings.max_ring_bytes),
+        max_rings=settings.max_rings,
+        max_rings_per_process=settings.max_rings_per_process,
+        max_total_bytes=int(settings.max_ring_total_bytes),
+    )

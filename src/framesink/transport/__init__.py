@@ -18,7 +18,7 @@ from ._ingest import IngestSource, PeerEvents, Received
 from ._notify import sd_notify
 from ._publisher import PublishedAcquisition, Publisher, PublishError
 from ._ring import RingError, SharedRing
-from ._rings import Ring, RingLease, RingServer
+from ._rings import Ring, RingLease, RingLimits, RingServer
 
 __all__ = [
     "HANDSHAKE_REFUSED",
@@ -39,6 +39,7 @@ __all__ = [
     "Ring",
     "RingError",
     "RingLease",
+    "RingLimits",
     "RingServer",
     "SharedRing",
     "load_allowed_clients",

@@ -11,11 +11,19 @@ Once nothing uses an ended ring, the daemon unmaps it and only then closes the
 connection: a publisher that waits for that end of file before unmapping its own side
 frees the ring's pages itself, instead of the daemon's receive loop (tens of ms for a
 ring of hundreds of MiB).
+
+Nothing here blocks the receive loop: registrations are read when their connection is
+readable (one that says nothing within HANDSHAKE_TIMEOUT_S is closed), rings are mapped
+without faulting their pages in (a ring costs the daemon only what it writes from), and
+their number, their total size and the rings of one process are bounded
+(:class:`RingLimits`). A publisher that does not read its releases is cut off before
+their backlog outgrows what an honest one could have (one record per slot of its ring).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import mmap
@@ -25,7 +33,7 @@ import socket
 import stat
 import struct
 import threading
-from collections import deque
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +45,21 @@ log = logging.getLogger(__name__)
 
 PEER_CREDENTIALS = struct.Struct("3i")
 HANDSHAKE_TIMEOUT_S = 1.0
+MAX_PENDING = 16
+"""Registrations read at once; more connections meanwhile are refused at once."""
+ACCEPT_PAUSE_S = 1.0
+"""After the daemon ran out of descriptors, how long it stops taking registrations."""
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+@dataclass(frozen=True)
+class RingLimits:
+    """What publishers may register (each ring costs a descriptor and address space)."""
+
+    max_ring_bytes: int
+    max_rings: int = 64
+    max_rings_per_process: int = 8
+    max_total_bytes: int = 64 << 30
 
 
 @dataclass
@@ -55,8 +78,16 @@ class Ring:
     """Open acquisitions started with this ring (the receive loop counts them)."""
     ending: bool = False
     """The publisher is done: unmap once nothing is in use."""
-    _unsent: deque[bytes] = field(default_factory=deque)
+    cut_off: str | None = None
+    """Why the daemon ends this ring (its publisher broke the protocol)."""
+    _unsent: bytearray = field(default_factory=bytearray)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def max_unsent(self) -> int:
+        """Release records an honest publisher can have waiting: one per slot of the ring
+        (it gets no slot back without reading them)."""
+        return RELEASE.size * max(1, self.size // SLOT_ALIGNMENT)
 
     @property
     def in_use(self) -> bool:
@@ -91,7 +122,16 @@ class Ring:
         with self._lock:
             if not self.lent.give_back(offset) or self.connection is None:
                 return
-            self._unsent.extend(RELEASE.pack(*slot) for slot in slots)
+            if self.cut_off is not None:  # being ended: its publisher reads nothing more
+                return
+            for slot in slots:
+                self._unsent += RELEASE.pack(*slot)
+            if len(self._unsent) > self.max_unsent and self.cut_off is None:
+                self.cut_off = (
+                    f"the shared-memory publisher (pid {self.owner_pid}) does not read its "
+                    f"releases ({len(self._unsent)} bytes waiting); its ring is ended"
+                )
+                self.wake()
         if self.ending and not self.lent.count:
             self.wake()
 
@@ -107,16 +147,14 @@ class Ring:
         assert self.connection is not None
         if not self._unsent:
             return
-        data = b"".join(self._unsent)
-        self._unsent.clear()
         try:
-            sent = self.connection.send(data)
+            sent = self.connection.send(self._unsent)
         except BlockingIOError:
-            sent = 0
-        except OSError:
             return
-        if sent < len(data):
-            self._unsent.append(data[sent:])
+        except OSError:
+            self._unsent.clear()
+            return
+        del self._unsent[:sent]
 
     def disconnect(self) -> None:
         with self._lock:
@@ -172,27 +210,30 @@ class RingLease:
 class RingServer:
     """The Unix socket publishers register rings on, and the rings it serves.
 
-    Called from the receive loop only (``accept``, ``closed``); ``lend`` and releases
-    are thread-safe.
+    Called from the receive loop only (``accept``, ``readable``, ``flush``); ``lend``
+    and releases are thread-safe.
     """
 
     def __init__(
         self,
         path: Path,
-        max_ring_bytes: int,
+        limits: RingLimits,
         on_event: Callable[[str], None],
         wake: Callable[[], None],
     ) -> None:
-        """``on_event`` is told of refused rings; ``wake`` asks the receive loop for a
-        :meth:`flush` (an ended ring's last slot came back)."""
+        """``on_event`` is told of refused and cut-off rings; ``wake`` asks the receive
+        loop for a :meth:`flush` (an ended ring's last slot came back)."""
         self.path = path
-        self.max_ring_bytes = max_ring_bytes
+        self.limits = limits
         self._on_event = on_event
         self._wake = wake
         self.rings: dict[str, Ring] = {}
         self._by_connection: dict[int, Ring] = {}
+        self._pending: dict[int, tuple[socket.socket, float]] = {}
+        """Connections whose registration has not arrived yet, with their deadline."""
         self._ending: list[Ring] = []
         """Rings whose publisher is gone or done, still in use."""
+        self._paused_until = 0.0
         path.unlink(missing_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         previous = os.umask(0o177)
@@ -203,28 +244,70 @@ class RingServer:
         self.listener.listen(16)
         self.listener.setblocking(False)
 
-    def connection_fds(self) -> list[int]:
-        return list(self._by_connection)
+    def watched_fds(self, now: float) -> list[int]:
+        """What the receive loop polls: the listener (unless paused), registrations on
+        their way, and every ring's connection."""
+        listening = [self.listener.fileno()] if now >= self._paused_until else []
+        return [*listening, *self._pending, *self._by_connection]
+
+    def on_readable(self, fd: int) -> None:
+        if fd == self.listener.fileno():
+            self.accept()
+        elif fd in self._pending:
+            self._read_registration(fd)
+        else:
+            self.closed(fd)
 
     def accept(self) -> None:
-        """Take one registration (a bad one is refused with a reason, never raises)."""
-        try:
-            connection, _ = self.listener.accept()
-        except BlockingIOError:
-            return
-        connection.settimeout(HANDSHAKE_TIMEOUT_S)
+        """Take waiting connections; their registrations are read once they arrive."""
+        while len(self._pending) < MAX_PENDING:
+            try:
+                connection, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno not in OUT_OF_DESCRIPTORS:
+                    raise
+                self._paused_until = time.monotonic() + ACCEPT_PAUSE_S
+                self._on_event(
+                    f"cannot take a shared-memory registration: {exc.strerror}; "
+                    f"registrations pause for {ACCEPT_PAUSE_S:g} s ({len(self.rings)} rings open)"
+                )
+                return
+            connection.setblocking(False)
+            self._pending[connection.fileno()] = (
+                connection,
+                time.monotonic() + HANDSHAKE_TIMEOUT_S,
+            )
+
+    def _read_registration(self, fd: int) -> None:
+        connection, _deadline = self._pending[fd]
         try:
             ring = self._register(connection)
-        except (OSError, ValueError) as exc:
-            self._on_event(f"refused a shared-memory ring: {exc}")
-            with contextlib.suppress(OSError):
-                connection.sendall(f"NO {exc}\n".encode())
-            connection.close()
+        except BlockingIOError:
             return
-        connection.setblocking(False)
+        except (OSError, ValueError) as exc:
+            del self._pending[fd]
+            self._refuse(connection, str(exc))
+            return
+        del self._pending[fd]
         self.rings[ring.token] = ring
-        self._by_connection[connection.fileno()] = ring
+        self._by_connection[fd] = ring
         log.info("shared-memory ring of %d bytes from pid %d", ring.size, ring.owner_pid)
+
+    def _refuse(self, connection: socket.socket, why: str) -> None:
+        self._on_event(f"refused a shared-memory ring: {why}")
+        with contextlib.suppress(OSError):
+            connection.send(f"NO {why}\n".encode())
+        connection.close()
+
+    def _expire_pending(self, now: float) -> None:
+        for fd, (connection, deadline) in list(self._pending.items()):
+            if now >= deadline:
+                del self._pending[fd]
+                self._refuse(
+                    connection, f"no registration within {HANDSHAKE_TIMEOUT_S:g} s of connecting"
+                )
 
     def closed(self, fd: int) -> None:
         """The publisher's connection ``fd`` is readable: it is done (end of file), or
@@ -238,33 +321,49 @@ class RingServer:
             return
         except OSError:
             data = b""
-        del self._by_connection[fd]
-        del self.rings[ring.token]
         if data:
-            self._on_event(
+            self._cut_off(
+                ring,
                 f"a shared-memory publisher (pid {ring.owner_pid}) sent bytes after "
-                "registration; its ring is ended"
+                "registration; its ring is ended",
             )
-            ring.disconnect()
-        else:
-            ring.ending = True
-            self._ending.append(ring)
+            return
+        self._forget(ring)
+        ring.ending = True
+        self._ending.append(ring)
         log.info(
             "shared-memory ring of pid %d ended (%d slots still being written)",
             ring.owner_pid,
             ring.lent.count,
         )
 
+    def _forget(self, ring: Ring) -> None:
+        if ring.connection is not None:
+            self._by_connection.pop(ring.connection.fileno(), None)
+        self.rings.pop(ring.token, None)
+
+    def _cut_off(self, ring: Ring, why: str) -> None:
+        """End a ring whose publisher broke the protocol (slots lent are still written)."""
+        self._forget(ring)
+        self._on_event(why)
+        ring.disconnect()
+
     def flush(self) -> None:
-        """Send waiting releases; unmap ended rings nothing uses any more."""
+        """Send waiting releases; end rings cut off; unmap ended rings nothing uses any
+        more; close registrations that did not come in time."""
         for ring in list(self.rings.values()):
-            ring.flush()
+            if ring.cut_off is not None:
+                self._cut_off(ring, ring.cut_off)
+            else:
+                ring.flush()
         if self._ending:
             for ring in list(self._ending):
                 ring.flush()
                 if not ring.in_use:
                     self._ending.remove(ring)
                     ring.end()
+        if self._pending:
+            self._expire_pending(time.monotonic())
 
     def ring(self, token: str) -> Ring | None:
         return self.rings.get(token)
@@ -272,13 +371,17 @@ class RingServer:
     def close(self) -> None:
         for ring in [*self.rings.values(), *self._ending]:
             ring.disconnect()
+        for connection, _deadline in self._pending.values():
+            connection.close()
         self.rings.clear()
         self._ending.clear()
+        self._pending.clear()
         self._by_connection.clear()
         self.listener.close()
         self.path.unlink(missing_ok=True)
 
     def _register(self, connection: socket.socket) -> Ring:
+        """Read and check a registration (BlockingIOError: not there yet)."""
         pid, uid, _gid = PEER_CREDENTIALS.unpack(
             connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CREDENTIALS.size)
         )
@@ -291,13 +394,32 @@ class RingServer:
             magic, size = REGISTER.unpack(message)
             if magic != REGISTER_MAGIC:
                 raise ValueError(f"unknown registration {magic!r}; expected {REGISTER_MAGIC!r}")
-            memory = _map_sealed(fds[0], size, self.max_ring_bytes)
+            self._check_limits(pid, size)
+            memory = _map_sealed(fds[0], size, self.limits.max_ring_bytes)
         finally:
             for fd in fds:
                 os.close(fd)
         token = secrets.token_hex(16)
-        connection.sendall(f"OK {token}\n".encode())
+        connection.send(f"OK {token}\n".encode())
         return Ring(token, size, memory, connection, LentSlots(size), pid, self._wake)
+
+    def _check_limits(self, pid: int, size: int) -> None:
+        held = [*self.rings.values(), *self._ending]
+        limits = self.limits
+        if len(held) >= limits.max_rings:
+            raise ValueError(f"{len(held)} rings are registered (max_rings {limits.max_rings})")
+        own = sum(1 for ring in held if ring.owner_pid == pid)
+        if own >= limits.max_rings_per_process:
+            raise ValueError(
+                f"process {pid} has {own} rings (max_rings_per_process "
+                f"{limits.max_rings_per_process})"
+            )
+        total = sum(ring.size for ring in held)
+        if total + size > limits.max_total_bytes:
+            raise ValueError(
+                f"the rings registered hold {total} bytes; {size} more exceed "
+                f"max_ring_total_bytes ({limits.max_total_bytes})"
+            )
 
 
 def _map_sealed(fd: int, size: int, limit: int) -> mmap.mmap:
@@ -315,6 +437,6 @@ def _map_sealed(fd: int, size: int, limit: int) -> mmap.mmap:
         raise ValueError("the ring must be a memfd (memfd_create with MFD_ALLOW_SEALING)") from None
     if not seals & fcntl.F_SEAL_SHRINK:
         raise ValueError("the ring must be sealed against shrinking (F_SEAL_SHRINK)")
-    # Populated at once: no page fault per slot while frames stream.
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(fd, size, flags, mmap.PROT_READ)
+    # Not populated: the daemon faults in only the pages it writes from (the publisher
+    # owns them), so a ring nobody writes to costs it nothing.
+    return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
