@@ -329,3 +329,39 @@ def test_frames_the_journal_counts_but_the_disk_lost_are_recorded_missing(tmp_pa
     assert record.frames_written == 22 - 2
     assert record.missing_ranges == [[5, 6], [22, 29]]
     assert read_tiff(folder / "killed.ome.tiff")[1].shape == (30, 32, 24)
+
+
+def test_a_frame_metadata_index_key_never_renumbers_the_frame(tmp_path: Path) -> None:
+    """Review 2, item 6: a frame's own ``index`` key once replaced the frame number."""
+    from framesink import StreamWriter
+
+    with StreamWriter(
+        tmp_path, "idx", {"axes": "TYX"}, dtype="uint8", frame_shape=(2, 2), fsync_interval=None
+    ) as writer:
+        writer.write(pattern(3, (2, 2), "uint8"), [{"index": 7, "delta_t": 1.5}, None, None])
+    lines = [json.loads(line) for line in (tmp_path / "idx.frames.jsonl").read_text().splitlines()]
+    assert lines == [{"index": 0, "user_index": 7, "delta_t": 1.5}]
+    planes = validate_ome(read_tiff(tmp_path / "idx.ome.tiff")[2]).images[0].pixels.planes
+    assert [(p.the_t, p.delta_t) for p in planes] == [(0, 1.5)]
+
+
+def test_recovery_keeps_frame_metadata_after_an_unreadable_line(tmp_path: Path) -> None:
+    """Review 2, item 6: recovery stopped copying the sidecar at a line it could not read."""
+    from framesink import StreamWriter
+
+    writer = StreamWriter(
+        tmp_path, "side", {"axes": "TYX"}, dtype="uint8", frame_shape=(2, 2), fsync_interval=None
+    )
+    writer.write(pattern(4, (2, 2), "uint8"), [{"index": "x"}, {"n": 1}, {"n": 2}, {"n": 3}])
+    sidecar = tmp_path / "side.frames.jsonl"
+    lines = sidecar.read_text().splitlines()
+    lines[0] = '{"index": "not a number", "n": 0}'  # as an earlier version wrote it
+    sidecar.write_text("\n".join(lines) + "\n")
+    writer._live._close_quietly()  # a crash: nothing finalized, no page index
+    writer._live.journal.close()
+    writer.folder.close()
+
+    (record,) = recover(tmp_path)
+    assert record.frames_written == 4
+    kept = [json.loads(line) for line in sidecar.read_text().splitlines()]
+    assert [entry["index"] for entry in kept] == [1, 2, 3]

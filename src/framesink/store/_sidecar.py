@@ -18,8 +18,9 @@ SidecarEntry = tuple[int, Mapping[str, Any]]
 
 
 class Sidecar:
-    """Appends ``{"index": i, **frame_metadata}`` lines; the file appears with its first
-    line, replacing any leftover of that name (an earlier acquisition's, in a reused folder).
+    """Appends ``{"index": i, **frame_metadata}`` lines (a frame's own ``index`` key is
+    kept as ``user_index``); the file appears with its first line, replacing any leftover
+    of that name (an earlier acquisition's, in a reused folder).
     """
 
     def __init__(self, folder: Folder, name: str) -> None:
@@ -56,8 +57,15 @@ class Sidecar:
                 handle.close()
 
 
+INDEX_KEY = "index"
+USER_INDEX_KEY = "user_index"
+"""Where a frame's own metadata key ``index`` goes: ``index`` is the frame number."""
+
+
 def _line(index: int, metadata: Mapping[str, Any]) -> str:
-    return json.dumps({"index": index, **metadata}, allow_nan=False, ensure_ascii=False) + "\n"
+    entry = {USER_INDEX_KEY if key == INDEX_KEY else key: value for key, value in metadata.items()}
+    entry = {INDEX_KEY: index, **entry}
+    return json.dumps(entry, allow_nan=False, ensure_ascii=False) + "\n"
 
 
 def read_sidecar(folder: Folder, name: str) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -68,20 +76,19 @@ def read_sidecar(folder: Folder, name: str) -> Iterator[tuple[int, dict[str, Any
         for line in handle:
             entry = _parse(line)
             if entry is not None:
-                yield int(entry["index"]), entry
+                yield int(entry[INDEX_KEY]), entry
 
 
 def copy_sidecar(source: Folder, target: Folder, name: str, frames: int) -> None:
-    """Copy the lines of frames below ``frames``; stop at the first torn line."""
+    """Copy the lines of frames below ``frames``; a torn or unreadable line is left out
+    (only that line: the lines after it are still copied)."""
     with (
         source.open_text(name) as lines,
         target.create_text(name) as out,
     ):
         for line in lines:
             entry = _parse(line)
-            if entry is None:
-                break
-            if entry["index"] < frames:
+            if entry is not None and entry[INDEX_KEY] < frames:
                 out.write(line)
 
 
@@ -92,6 +99,6 @@ def _parse(line: str) -> dict[str, Any] | None:
         entry = json.loads(line)
     except json.JSONDecodeError:
         return None
-    if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
+    if not isinstance(entry, dict) or not isinstance(entry.get(INDEX_KEY), int):
         return None
     return entry
