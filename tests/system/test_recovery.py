@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -365,3 +366,38 @@ def test_recovery_keeps_frame_metadata_after_an_unreadable_line(tmp_path: Path) 
     assert record.frames_written == 4
     kept = [json.loads(line) for line in sidecar.read_text().splitlines()]
     assert [entry["index"] for entry in kept] == [1, 2, 3]
+
+
+def _crashed_writer(folder: Any, name: str, frames: int) -> None:
+    """An acquisition left as a crash leaves it: frames on disk, no page index, journal."""
+    from framesink import StreamWriter
+
+    writer = StreamWriter(
+        folder, name, {"axes": "TYX"}, dtype="uint8", frame_shape=(2, 2), fsync_interval=None
+    )
+    writer.write(pattern(frames, (2, 2), "uint8"))
+    writer._live._close_quietly()
+    writer._live.journal.close()
+    writer.folder.close()
+
+
+def test_one_folder_deeper_than_a_path_may_be_does_not_stop_recovery(tmp_path: Path) -> None:
+    """Review 2, item 10: a 4 KiB output_path stopped recovery of the whole data root."""
+    from framesink.store import Folder
+
+    root = tmp_path / "root"
+    root.mkdir()
+    parts = ["é" * 120] * 40  # 9,600 bytes: more than PATH_MAX, as the daemon can write it
+    _crashed_writer(Folder.below(root, parts), "deep", 3)
+    _crashed_writer(root / "near", "near", 2)
+
+    records = recover(root)
+
+    assert sorted((r.acquisition, r.frames_written) for r in records) == [
+        ("deep", 3),
+        ("near", 2),
+    ]
+    assert read_metadata(root / "near")["framesink"]["reason"] == "recovered"
+    with Folder.below(root, parts) as deep:
+        assert deep.is_file("metadata.json")
+        assert not deep.exists("framesink-journal.jsonl")

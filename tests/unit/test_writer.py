@@ -344,3 +344,36 @@ def test_aligned_buffers_go_to_the_file_without_a_staging_copy(
     assert writer.direct_io, "ext4 and xfs take O_DIRECT; this test needs such a disk"
     assert gathered == [4]
     np.testing.assert_array_equal(read_tiff(tmp_path / "ring.ome.tiff")[1], ring[::2])
+
+
+def test_adjacent_missing_ranges_are_one_range_and_counting_them_costs_nothing(
+    tmp_path: Path,
+) -> None:
+    """Review 2, item 4: gaps made writing quadratic (every batch summed every range)."""
+    from framesink.core import FrameLayout, Ledger
+
+    ledger = Ledger("a", FrameLayout.create("TYX", "uint8", [2, 2], None))
+    for first in range(0, 2000, 2):  # a written frame, then a one-frame gap: 1000 ranges
+        ledger.note_written(1)
+        ledger.note_missing(first + 1, 1)
+    for first in range(2000, 3000):  # a SUB overload losing 1000 messages in a row
+        ledger.note_missing(first, 1)
+    assert len(ledger.missing_ranges) == 1000
+    assert ledger.missing_ranges[-1] == [1999, 2999]
+    assert ledger.frames_missing == 2000
+
+    class Untouchable(list[list[int]]):
+        def __iter__(self) -> Any:
+            raise AssertionError("the ranges were walked to count them")
+
+    ledger.missing_ranges = Untouchable(ledger.missing_ranges)
+    assert (ledger.frames_missing, ledger.frames_written) == (2000, 1000)
+
+    writer = StreamWriter(tmp_path, "g", {"axes": "TYX"}, dtype="uint8", frame_shape=(2, 2))
+    for _ in range(50):
+        writer.write(np.zeros((1, 2, 2), "uint8"))
+        writer.skip(1)
+    writer.ledger.missing_ranges = Untouchable(writer.ledger.missing_ranges)
+    assert (writer.frames_missing, writer.frames_written) == (50, 50)
+    writer.ledger.missing_ranges = list(writer.ledger.missing_ranges[:])
+    writer.finalize()

@@ -34,8 +34,16 @@ class Ledger:
         self.frames_written += count
 
     def note_missing(self, first: int, count: int) -> None:
-        """``count`` frames from ``first`` never came; the image holds zeros there."""
-        self.missing_ranges.append([first, first + count - 1])
+        """``count`` frames from ``first`` never came; the image holds zeros there.
+
+        A range right after the last one extends it: however many messages a SUB
+        overload loses in a row, they stay one range.
+        """
+        last = first + count - 1
+        if self.missing_ranges and self.missing_ranges[-1][1] == first - 1:
+            self.missing_ranges[-1][1] = last
+        else:
+            self.missing_ranges.append([first, last])
         self.frames_missing += count
 
     def note_dropped(self, count: int) -> None:

@@ -56,16 +56,37 @@ class RecoveryError(FramesinkError, RuntimeError):
 
 def find_interrupted(path: str | Path) -> list[Path]:
     """Acquisition folders under ``path`` (or ``path`` itself) that hold a journal."""
+    found = []
+    for folder in _interrupted(path):
+        with folder:
+            found.append(folder.path)
+    return found
+
+
+def _interrupted(path: str | Path) -> Iterator[Folder]:
+    """Each folder at or under ``path`` holding a journal, open (the caller closes it),
+    in name order. The walk goes by descriptor: no path length limit, no link followed,
+    and a folder that cannot be read is logged and passed over."""
     root = Path(path)
-    if (root / JOURNAL_FILE).is_file():
-        return [root]
     if not root.is_dir():
         raise RecoveryError(f"{root} is not a folder")
-    return sorted(
-        journal.parent
-        for journal in root.rglob(JOURNAL_FILE)
-        if RECOVERY_FOLDER not in journal.parts and not journal.is_symlink()
-    )
+    with Folder.at(root, create=False) as top:
+        if top.is_file(JOURNAL_FILE):
+            yield top.duplicate()
+            return
+    walk = os.fwalk(root, follow_symlinks=False, onerror=_unreadable)
+    for where, folders, files, fd in walk:
+        folders[:] = sorted(name for name in folders if name != RECOVERY_FOLDER)
+        if JOURNAL_FILE in files:
+            folder = Folder(os.dup(fd), Path(where))
+            if folder.is_file(JOURNAL_FILE):
+                yield folder
+            else:
+                folder.close()
+
+
+def _unreadable(error: OSError) -> None:
+    log.error("interrupted acquisitions under %s cannot be looked for: %s", error.filename, error)
 
 
 @dataclass(frozen=True)
@@ -87,25 +108,32 @@ def recover_each(
     ``retry_failed=False`` a folder with such a marker is reported again, not retried
     (the daemon at start: a folder that failed once must not stop it again).
     """
-    for folder in find_interrupted(path):
-        marker = folder / RECOVERY_FAILED_FILE
-        if not retry_failed and marker.is_file() and not marker.is_symlink():
-            yield RecoveryOutcome(folder, error=marker.read_text(errors="replace").strip())
-            continue
-        try:
-            record = recover_folder(folder, formats)
-        except JournalInUseError as exc:
-            log.info("skipping %s: %s", folder, exc)
-            continue
-        except Exception as exc:  # noqa: BLE001 - reported and marked; the other folders go on
-            error = f"{type(exc).__name__}: {exc}"
-            log.error("could not recover %s: %s", folder, error)
-            _mark_failed(folder, error)
-            yield RecoveryOutcome(folder, error=error)
-            continue
-        if marker.is_file():
-            marker.unlink()
-        yield RecoveryOutcome(folder, record=record)
+    for folder in _interrupted(path):
+        with folder:
+            outcome = _recover_one(folder, formats, retry_failed)
+        if outcome is not None:
+            yield outcome
+
+
+def _recover_one(
+    folder: Folder, formats: FormatLookup, retry_failed: bool
+) -> RecoveryOutcome | None:
+    """Recover one folder; None when it belongs to a live writer."""
+    if not retry_failed and folder.is_file(RECOVERY_FAILED_FILE):
+        with folder.open_text(RECOVERY_FAILED_FILE) as marker:
+            return RecoveryOutcome(folder.path, error=marker.read().strip())
+    try:
+        record = recover_folder(folder, formats)
+    except JournalInUseError as exc:
+        log.info("skipping %s: %s", folder.path, exc)
+        return None
+    except Exception as exc:  # noqa: BLE001 - reported and marked; the other folders go on
+        error = f"{type(exc).__name__}: {exc}"
+        log.error("could not recover %s: %s", folder.path, error)
+        _mark_failed(folder, error)
+        return RecoveryOutcome(folder.path, error=error)
+    folder.unlink(RECOVERY_FAILED_FILE)
+    return RecoveryOutcome(folder.path, record=record)
 
 
 def recover(path: str | Path, formats: FormatLookup) -> list[AcquisitionRecord]:
@@ -122,24 +150,22 @@ def recover(path: str | Path, formats: FormatLookup) -> list[AcquisitionRecord]:
     return [outcome.record for outcome in outcomes if outcome.record is not None]
 
 
-def _mark_failed(path: Path, error: str) -> None:
+def _mark_failed(folder: Folder, error: str) -> None:
     text = (
         f"framesink could not recover this acquisition: {error}\n"
         "Fix the cause, then run `framesink recover` on this folder.\n"
     )
     try:
-        with (
-            Folder.at(path, create=False) as folder,
-            folder.create_text(RECOVERY_FAILED_FILE, fresh=True) as marker,
-        ):
+        with folder.create_text(RECOVERY_FAILED_FILE, fresh=True) as marker:
             marker.write(text)
     except OSError as exc:
-        log.error("could not write %s: %s", path / RECOVERY_FAILED_FILE, exc)
+        log.error("could not write %s: %s", folder.path / RECOVERY_FAILED_FILE, exc)
 
 
-def recover_folder(path: Path, formats: FormatLookup) -> AcquisitionRecord:
-    """Rebuild the interrupted acquisition in ``path`` (JournalInUseError if it is live)."""
-    with Folder.at(path, create=False) as folder, folder.open_binary(JOURNAL_FILE) as held:
+def recover_folder(folder: Folder, formats: FormatLookup) -> AcquisitionRecord:
+    """Rebuild the interrupted acquisition in ``folder`` (JournalInUseError if it is live)."""
+    path = folder.path
+    with folder.open_binary(JOURNAL_FILE) as held:
         lock_journal(held, path / JOURNAL_FILE)
         state = read_journal(held, path / JOURNAL_FILE)
         image_format = _format_of(state, formats)
