@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from framesink import RecoveryError, recover
+from framesink import AcquisitionRecord, RecoveryError, recover
 from framesink.core import JOURNAL_FILE, RECOVERY_FAILED_FILE
 from framesink.store import find_interrupted
 
@@ -401,3 +401,43 @@ def test_one_folder_deeper_than_a_path_may_be_does_not_stop_recovery(tmp_path: P
     with Folder.below(root, parts) as deep:
         assert deep.is_file("metadata.json")
         assert not deep.exists("framesink-journal.jsonl")
+
+
+def _power_cut(tmp_path: Path, rebooted: bool) -> AcquisitionRecord:
+    """Six frames, the first three fsynced; the disk then holds zeros where frames 4 and 5
+    went (their blocks never written), and the machine restarted or not."""
+    from framesink import StreamWriter
+
+    writer = StreamWriter(
+        tmp_path, "cut", {"axes": "TYX"}, dtype="uint8", frame_shape=(64, 64), fsync_interval=None
+    )
+    writer.write(pattern(3, (64, 64), "uint8", start=1))
+    writer.sync()
+    writer.write(pattern(3, (64, 64), "uint8", start=4))
+    partial = writer.partial_path
+    with tifffile.TiffFile(partial) as tiff:
+        offset = int(tiff.pages[0].dataoffsets[0])
+    writer._live._close_quietly()
+    writer._live.journal.close()
+    writer.folder.close()
+    with partial.open("r+b") as handle:
+        handle.seek(offset + 4 * 64 * 64)
+        handle.write(bytes(2 * 64 * 64))
+    if rebooted:
+        os.utime(tmp_path / "framesink-journal.jsonl", (1000, 1000))
+    (record,) = recover(tmp_path)
+    return record
+
+
+def test_after_a_power_loss_blank_frames_past_the_last_fsync_are_missing(tmp_path: Path) -> None:
+    """Review 2, item 13: zeros where unsynced frames should be were counted as written."""
+    record = _power_cut(tmp_path, rebooted=True)
+    assert (record.frames_written, record.missing_ranges) == (4, [[4, 5]])
+    pixels = read_tiff(tmp_path / "cut.ome.tiff")[1]
+    np.testing.assert_array_equal(pixels[:4], pattern(4, (64, 64), "uint8", start=1))
+
+
+def test_without_a_restart_every_frame_handed_to_the_system_is_kept(tmp_path: Path) -> None:
+    """A killed writer (no power loss): zeros are what the camera sent."""
+    record = _power_cut(tmp_path, rebooted=False)
+    assert (record.frames_written, record.missing_ranges) == (6, [])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,6 +59,10 @@ class JournalState(BaseModel):
     header: JournalHeader
     frames: int | None = None
     """Frames the file held at the last ``frames`` event (None in a version 1 journal)."""
+    synced: int = 0
+    """Frames the last ``synced`` event says were on stable storage (fsynced)."""
+    last_written: float | None = None
+    """When the journal was last written (its mtime, seconds since the epoch)."""
     missing_ranges: list[list[int]] = []
     frames_dropped: int = 0
     messages_lost: int = 0
@@ -80,19 +85,23 @@ def lock_journal(handle: IO[Any], path: Path) -> None:
 
 
 class Journal:
-    """Appends events to an acquisition's journal; each append reaches the OS at once."""
+    """Appends events to an acquisition's journal; each append reaches the OS at once
+    (from any thread: the writer's events and the fsync thread's ``synced``)."""
 
     def __init__(self, folder: Folder, header: JournalHeader) -> None:
         self.folder = folder
         self.path = folder.path / JOURNAL_FILE
+        self._lock = threading.Lock()
         self._handle = folder.create_text(JOURNAL_FILE)
         lock_journal(self._handle, self.path)
         self.append(header.model_dump(mode="json"))
         self.sync()
 
     def append(self, event: dict[str, Any]) -> None:
-        self._handle.write(json.dumps(event, allow_nan=False) + "\n")
-        self._handle.flush()
+        line = json.dumps(event, allow_nan=False) + "\n"
+        with self._lock:
+            self._handle.write(line)
+            self._handle.flush()
 
     def sync(self) -> None:
         os.fsync(self._handle.fileno())
@@ -115,7 +124,7 @@ def read_journal(handle: IO[bytes], path: Path) -> JournalState:
         header = JournalHeader.model_validate_json(lines[0])
     except ValueError as exc:
         raise ValueError(f"{path}: unreadable journal header: {exc}") from None
-    state = JournalState(header=header)
+    state = JournalState(header=header, last_written=os.fstat(handle.fileno()).st_mtime)
     for line in lines[1:]:
         try:
             event = json.loads(line)
@@ -125,6 +134,8 @@ def read_journal(handle: IO[bytes], path: Path) -> JournalState:
             continue
         if isinstance(event.get("frames"), int):
             state.frames = event["frames"]
+        if isinstance(event.get("synced"), int):
+            state.synced = event["synced"]
         if "missing" in event:
             state.missing_ranges.append([int(event["missing"][0]), int(event["missing"][1])])
         if "dropped" in event:

@@ -91,12 +91,16 @@ class LiveFiles:
             self._syncer.start()
 
     def sync(self) -> None:
-        """Force everything handed to the OS so far to stable storage."""
+        """Force everything handed to the OS so far to stable storage, and say in the
+        journal how many frames that made durable (what recovery trusts after a power
+        loss)."""
         with self._sync_lock:
             if self._closing.is_set():
                 return
+            frames = self.frames
             self.image.sync()
             self.sidecar.sync()
+            self.journal.append({"synced": frames})
             self.journal.sync()
 
     def _sync_periodically(self, interval: float) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import logging
 import os
 import shutil
@@ -223,7 +224,7 @@ def _rebuild(folder: Folder, state: JournalState, image_format: ImageFormat) -> 
             copy_sidecar(folder, workspace, header.sidecar, frames_on_disk)
         try:
             if image is not None:
-                _copy_frames(writer, image, state)
+                _copy_frames(writer, image, state, _durable_before_power_loss(state))
             _record_lost_frames(writer, state)
             if state.frames_dropped:
                 writer.note_dropped(state.frames_dropped)
@@ -265,7 +266,36 @@ def _remove(folder: Folder, name: str) -> None:
         shutil.rmtree(name, dir_fd=folder.fd)
 
 
-def _copy_frames(writer: AcquisitionWriter, image: InterruptedImage, state: JournalState) -> None:
+def _durable_before_power_loss(state: JournalState) -> int | None:
+    """After a reboot (the journal was last written before this boot), only the frames
+    the last ``synced`` event names are sure to be on disk: frames after them may read
+    as zeros (blocks never written). None when the machine did not go down since (a
+    killed process loses nothing it handed to the operating system)."""
+    booted = _boot_time()
+    if booted is None or state.last_written is None or state.last_written >= booted:
+        return None
+    return state.synced
+
+
+def _boot_time() -> float | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _copy_frames(
+    writer: AcquisitionWriter,
+    image: InterruptedImage,
+    state: JournalState,
+    durable: int | None,
+) -> None:
+    """Copy every complete frame; after a power loss, frames past the ``durable`` ones
+    that read as all zeros never reached the disk and are recorded missing instead."""
     frames = image.frames
     if frames == 0:
         return
@@ -283,7 +313,31 @@ def _copy_frames(writer: AcquisitionWriter, image: InterruptedImage, state: Jour
             chunk = buffer[: count * frame_bytes]
             if not image.read(first, chunk):
                 raise RecoveryError(f"the image ended while frame {first} was read")
-            writer.write(chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape))
+            stack = chunk.view(writer.layout.dtype).reshape(count, *writer.layout.frame_shape)
+            if durable is None or first + count <= durable:
+                writer.write(stack)
+            else:
+                _copy_unless_blank(writer, stack, max(0, durable - first))
+
+
+def _copy_unless_blank(writer: AcquisitionWriter, stack: np.ndarray[Any, Any], sure: int) -> None:
+    """Write ``stack``; its frames from ``sure`` on that are all zeros are skipped."""
+    blank = [index >= sure and not stack[index].any() for index in range(len(stack))]
+    if any(blank):
+        log.warning(
+            "%s: %d frames past the last fsync read as zeros after a power loss; "
+            "they are recorded missing",
+            writer.name,
+            sum(blank),
+        )
+    position = 0
+    for is_blank, run in itertools.groupby(blank):
+        length = len(list(run))
+        if is_blank:
+            writer.skip(length)
+        else:
+            writer.write(stack[position : position + length])
+        position += length
 
 
 def _record_lost_frames(writer: AcquisitionWriter, state: JournalState) -> None:
