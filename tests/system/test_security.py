@@ -294,3 +294,36 @@ def test_the_fake_camera_and_the_demo_take_keys(
     assert demo.returncode == 0, demo.stderr
     assert "CURVE on" in demo.stderr
     assert "8 frames written" in demo.stdout
+
+
+def test_a_removed_key_stops_writing_at_the_reload(start_daemon: StartDaemon, keys: Keys) -> None:
+    """Review 2, item 11: a removed key kept writing on the connection it already had."""
+    daemon = _secured(start_daemon, keys)
+    frames = pattern(4, (8, 8), "uint8")
+    with (
+        _publisher(daemon, keys, keys.camera) as kept,
+        _publisher(daemon, keys, keys.other_camera) as removed,
+    ):
+        stays = start_tyx(kept, "stays", dtype="uint8", frame_shape=(8, 8))
+        goes = start_tyx(removed, "goes", dtype="uint8", frame_shape=(8, 8))
+        goes.send(frames[:2])
+        stays.send(frames[:2])
+        daemon.wait_for(lambda s: s.counters.frames_received == 4)
+        (keys.clients / keys.other_camera.with_suffix(".key").name).unlink()
+        daemon.process.send_signal(signal.SIGHUP)
+        daemon.wait_for(lambda _: "reloaded 1 allowed client keys" in daemon.log())
+        ended = daemon.wait_finished("goes")
+        assert ended.state == "failed"
+        assert ended.error is not None
+        assert "removed" in ended.error
+        goes.send(frames[2:], index=2)
+        late = start_tyx(removed, "later", dtype="uint8", frame_shape=(8, 8))
+        late.send(frames)
+        status = daemon.wait_for(lambda s: s.counters.rejected_by_reason.get("key_revoked") == 3)
+        assert status.entry("later") is None
+        stays.send(frames[2:], index=2)
+        entry = stays.stop(wait=20)
+    assert entry is not None
+    assert (entry.complete, entry.frames_written) == (True, 4)
+    assert ended.frames_written == 2
+    assert not (daemon.data_root / "later").exists()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,12 +233,24 @@ class Router:
 
     def fail_all(self, error: str) -> list[Action]:
         """End every open acquisition as failed with ``error`` (e.g. the disk is full)."""
+        return self.fail_some(list(self.open), error)
+
+    def fail_some(self, names: list[str], error: str) -> list[Action]:
+        """End the open acquisitions ``names`` as failed with ``error``."""
         actions: list[Action] = []
-        for name in list(self.open):
-            del self.open[name]
-            self._remember(name, AcquisitionState.FAILED)
-            actions.append(Finish(name, FinishReason.ERROR, error=error))
+        for name in names:
+            if self.open.pop(name, None) is not None:
+                self._remember(name, AcquisitionState.FAILED)
+                actions.append(Finish(name, FinishReason.ERROR, error=error))
         return actions
+
+    def owned_by_others_than(self, allowed: Callable[[str], bool]) -> list[str]:
+        """Open acquisitions started by a key that ``allowed`` no longer accepts."""
+        return [
+            name
+            for name, acquisition in self.open.items()
+            if acquisition.owner is not None and not allowed(acquisition.owner)
+        ]
 
     def fail(self, acquisition: str) -> None:
         """Forget an acquisition whose writer failed; later messages count as late."""

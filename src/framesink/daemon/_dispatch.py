@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import assert_never
 
@@ -78,6 +78,8 @@ class Dispatcher:
         self.disk = DiskWatch(settings.data_root, int(settings.min_free_bytes))
         self.write_timer: WriteTimer | None = None
         """Told how long each write to a sink took (the metrics' latency histogram)."""
+        self.sender_allowed: Callable[[str], bool] | None = None
+        """With CURVE: whether an authenticated key is (still) allowed."""
         self._sink_factory = sink_factory
         self._lock = threading.Lock()
 
@@ -107,6 +109,8 @@ class Dispatcher:
             run: list[FramesHeader] = []
             run_sender: str | None = None
             for received in messages:
+                if not self._from_allowed_key(received.sender):
+                    continue
                 try:
                     message: Message | None = decode(received.parts, max_header_bytes)
                 except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
@@ -127,6 +131,31 @@ class Dispatcher:
                 else:
                     self._route(message, received.sender)
             self._route_run(run, run_sender)
+
+    def _from_allowed_key(self, sender: str | None) -> bool:
+        """False (and the message rejected) for a key removed since it connected."""
+        allowed = self.sender_allowed
+        if allowed is None or sender is None or allowed(sender):
+            return True
+        self.counters.reject(
+            RefusalError(
+                "key_revoked",
+                f"the client key {sender} was removed from the allowed clients (SIGHUP); "
+                "its connection is still open, its messages are refused",
+            )
+        )
+        return False
+
+    def end_revoked(self) -> list[str]:
+        """End the open acquisitions of keys no longer allowed (after a reload)."""
+        allowed = self.sender_allowed
+        if allowed is None:
+            return []
+        with self._lock:
+            names = self.router.owned_by_others_than(allowed)
+            error = "the client key that started it was removed from the allowed clients"
+            self._apply(self.router.fail_some(names, error))
+            return names
 
     def _reject(self, exc: Exception) -> None:
         if isinstance(exc, RefusalError):

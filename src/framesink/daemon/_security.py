@@ -42,17 +42,31 @@ class Security:
         self._gate.start()
         log.info("CURVE on: %d allowed client keys in %s", len(self._gate.allowed), self._clients)
 
-    def reload(self) -> None:
-        """Re-read the allowed clients (SIGHUP); a broken directory keeps the old keys."""
+    def allows(self, sender: str) -> bool:
+        """Whether the authenticated key ``sender`` (z85) is allowed now."""
+        return self._gate is None or sender.encode() in self._gate.allowed
+
+    def reload(self) -> frozenset[bytes]:
+        """Re-read the allowed clients (SIGHUP); a broken directory keeps the old keys.
+        Return the keys removed (their connections stay open: the caller refuses them)."""
         if self._gate is None:
             log.info("SIGHUP: CURVE is off, nothing to reload")
-            return
+            return frozenset()
+        before = self._gate.allowed
         try:
             count = self._gate.reload()
         except CurveError as exc:
             log.error("SIGHUP: kept the previous client keys: %s", exc)
-            return
+            return frozenset()
+        removed = before - self._gate.allowed
         log.info("SIGHUP: reloaded %d allowed client keys from %s", count, self._clients)
+        for key in sorted(removed):
+            log.warning(
+                "SIGHUP: client key %s removed: its open acquisitions end now and its "
+                "messages are refused, also on connections it already has",
+                key.decode(errors="replace"),
+            )
+        return removed
 
     def stop(self) -> None:
         if self._gate is not None:

@@ -113,6 +113,12 @@ class Daemon:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wakeup_write, b"\0")
 
+    def _reload(self) -> None:
+        """Reread the allowed clients; what a removed key holds ends now."""
+        if self._security.reload():
+            for name in self.dispatcher.end_revoked():
+                log.warning("acquisition %s ended: its client key was removed", name)
+
     def _request_reload(self) -> None:
         """Reread the allowed CURVE clients at the next turn of the loop (signal-safe)."""
         self._reload_requested.set()
@@ -122,6 +128,8 @@ class Daemon:
         settings = self.settings
         settings.data_root.mkdir(parents=True, exist_ok=True)
         self._security.start(self._context, self._auth_refused)
+        if self._security.enabled:
+            self.dispatcher.sender_allowed = self._security.allows
         self._control = ControlServer(
             self._context,
             settings.control,
@@ -213,7 +221,7 @@ class Daemon:
                 self._clear_wakeup()
             if self._reload_requested.is_set():
                 self._reload_requested.clear()
-                self._security.reload()
+                self._reload()
             drained = True
             for source in sources:
                 if source.socket in events:
