@@ -417,3 +417,34 @@ def test_a_publisher_that_talks_after_registration_loses_its_ring(
         assert status.entry("gone") is None
     finally:
         ring.close()
+
+
+def test_a_refused_start_is_not_confirmed_by_an_earlier_run_of_its_id(
+    start_daemon: StartDaemon,
+) -> None:
+    """Review 2, item 12: the previous run's finished entry confirmed a refused start."""
+    daemon = start_daemon(socket="pull", env={"FRAMESINK_MAX_OPEN": "1"})
+    with Publisher(daemon.ingest, kind="push", control=daemon.control, shared_memory=RING) as pub:
+        first = start_tyx(pub, "again", dtype="uint16", frame_shape=SHAPE)
+        first.send(pattern(2, SHAPE, "uint16"))
+        assert first.stop(wait=20) is not None
+        holder = start_tyx(pub, "holder", dtype="uint16", frame_shape=SHAPE)
+        with pytest.raises(PublishError, match="refused acquisition 'again': too_many_open"):
+            start_tyx(pub, "again", dtype="uint16", frame_shape=SHAPE)
+        holder.stop(wait=20)
+
+
+def test_only_an_entry_of_this_run_confirms_a_start(start_daemon: StartDaemon) -> None:
+    """Whatever the timing: a finished entry of the same id, there before the start, is
+    no confirmation (here no start is sent at all, so none may come)."""
+    from framesink import ControlClient, ControlError
+
+    daemon = start_daemon(socket="pull")
+    with Publisher(daemon.ingest, kind="push", control=daemon.control) as pub:
+        run = start_tyx(pub, "again", dtype="uint16", frame_shape=SHAPE)
+        assert run.stop(wait=20) is not None
+    client = ControlClient(daemon.control, timeout=5.0)
+    before = client.status()
+    assert before.entry("again") is not None
+    with pytest.raises(ControlError):
+        client.confirm_started(["again"], before, timeout=1.0)

@@ -239,8 +239,16 @@ class ControlClient:
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
     def confirm_started(self, names: Collection[str], before: DaemonStatus, timeout: float) -> None:
-        """Wait until the daemon shows every acquisition in ``names`` (started after the
-        status ``before``); ControlError naming the reason if it refused one."""
+        """Wait until the daemon shows every acquisition in ``names`` started after the
+        status ``before`` (an entry of an earlier run of the same id does not count);
+        ControlError naming the reason if it refused one."""
+        earlier = {(entry.acquisition, entry.started) for entry in before.acquisitions}
+
+        def shown(status: DaemonStatus, name: str) -> bool:
+            return any(
+                entry.acquisition == name and (name, entry.started) not in earlier
+                for entry in status.acquisitions
+            )
 
         def refused(status: DaemonStatus) -> list[Rejection]:
             return [
@@ -250,7 +258,7 @@ class ControlClient:
             ]
 
         status = self.wait_for_status(
-            lambda s: all(s.entry(name) is not None for name in names) or bool(refused(s)),
+            lambda s: all(shown(s, name) for name in names) or bool(refused(s)),
             timeout,
         )
         for error in refused(status)[:1]:
