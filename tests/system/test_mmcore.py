@@ -197,3 +197,75 @@ def test_the_documented_example_runs_as_is(start_daemon: StartDaemon, tmp_path: 
     for tiff in tiffs:
         assert read_tiff(tiff)[1].shape[:3] == (3, 2, 5)
         assert read_metadata(tiff.parent)["framesink"]["complete"] is True
+
+
+def test_frames_changing_shape_mid_run_end_the_run_with_the_reason(
+    start_daemon: StartDaemon,
+) -> None:
+    """Review 2, item 7: the run returned normally with 2 of 5 frames and nothing missing."""
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    seen: list[int] = []
+
+    def change_binning(img: np.ndarray, *_args: object) -> None:
+        """As a camera whose binning or ROI changes mid-run: from the fourth frame on,
+        the frames (the same arrays every handler gets) have another shape."""
+        seen.append(1)
+        if len(seen) > 3:
+            img.shape = (SENSOR[1], SENSOR[0])
+
+    core.mda.events.frameReady.connect(change_binning)
+    handler = _handler(daemon, core=core)
+    sequence = useq.MDASequence(time_plan={"interval": 0.05, "loops": 12})
+    with pytest.raises(Exception, match="changed shape"):
+        core.mda.run(sequence, output=handler)
+    with pytest.raises(FramesinkHandlerError, match="changed shape"):
+        handler.check()
+    document = read_metadata(daemon.data_root / "exp")
+    assert document["framesink"]["reason"] == "abort"
+    assert "changed shape" in document["abort_reason"]
+    assert document["framesink"]["frames_written"] == 3
+
+
+def test_a_list_of_events_is_refused_before_the_first_frame(start_daemon: StartDaemon) -> None:
+    """Review 2, item 8: a list of events was written as one frame, the rest dropped."""
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    handler = _handler(daemon, core=core)
+    with pytest.raises(Exception, match=r"needs a useq\.MDASequence"):
+        core.mda.run(list(_sequence(stage_positions=[])), output=handler)
+    with pytest.raises(FramesinkHandlerError, match=r"needs a useq\.MDASequence"):
+        handler.check()
+    assert not (daemon.data_root / "exp").exists()
+
+
+def test_a_daemon_that_dies_mid_run_is_reported(start_daemon: StartDaemon) -> None:
+    """Review 2, item 9: run() returned normally, entries empty, no error raised."""
+    import signal
+
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    handler = FramesinkHandler(
+        daemon.ingest[0],
+        control=daemon.control,
+        output_path="exp",
+        output_name="cells",
+        core=core,
+        finish_timeout=5.0,
+    )
+    killed: list[bool] = []
+
+    def kill_daemon(*_args: object) -> None:
+        if not killed:
+            killed.append(True)
+            daemon.process.send_signal(signal.SIGKILL)
+            daemon.process.wait(10)
+
+    core.mda.events.frameReady.connect(kill_daemon)
+    try:
+        core.mda.run(useq.MDASequence(time_plan={"interval": 0, "loops": 6}), output=handler)
+    except Exception as exc:  # noqa: BLE001 - either way it must say what happened
+        assert "did not finish" in str(exc) or "framesink" in str(exc)
+    with pytest.raises(FramesinkHandlerError, match="did not finish"):
+        handler.check()
+    assert handler.entries == {}

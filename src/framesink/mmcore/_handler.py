@@ -25,6 +25,7 @@ from ..transport import (
 from ._plan import (
     PositionKey,
     SequencePlan,
+    UnsupportedSequenceError,
     acquisition_metadata,
     plan_sequence,
     plane_metadata,
@@ -49,7 +50,11 @@ class FramesinkHandler:
     handlers. With ``control`` (the daemon's control endpoint) the files are final when
     ``run`` returns, and a daemon that is down raises here, before the run. With
     ``core`` as well, a start the daemon refuses raises from ``run`` before the first
-    frame (the handler then checks the starts in the runner's own thread).
+    frame (the handler then checks the starts in the runner's own thread), and a
+    failure during the run (the daemon gone, the camera's frames changing shape) ends
+    it, raised from ``run`` at the next event. Every failure is also kept in
+    ``errors``; ``check()`` raises FramesinkHandlerError naming them (call it after
+    ``run``: a failure at the very end has no next event to raise from).
     """
 
     def __init__(
@@ -87,8 +92,17 @@ class FramesinkHandler:
         self._plan: SequencePlan | None = None
         self._open: dict[PositionKey, PublishedAcquisition] = {}
         self._canceled = False
+        self._frame_shape: tuple[int, ...] | None = None
+        self.errors: list[str] = []
+        """What went wrong during the last run (empty when it went well)."""
         if core is not None:
             core.mda.events.sequenceStarted.connect(self._prepare_in_runner)
+            core.mda.events.eventStarted.connect(self._raise_in_runner)
+
+    def check(self) -> None:
+        """Raise FramesinkHandlerError if anything went wrong in the last run."""
+        if self.errors:
+            raise FramesinkHandlerError("; ".join(self.errors))
 
     # -- pymmcore-plus handler protocol -------------------------------------------------
     def sequenceStarted(self, sequence: useq.MDASequence, meta: Mapping[str, Any]) -> None:
@@ -99,13 +113,28 @@ class FramesinkHandler:
     ) -> None:
         plan = self._plan
         if plan is None:
+            if not self.errors:
+                self._fail("a frame came before the run was prepared; it is not written")
             return
+        if self.errors:
+            return  # the run failed: its acquisitions are aborted, their files say why
         key = (int(event.index.get("p", 0)), int(event.index.get("g", 0)))
         acquisition = self._open.get(key)
         if acquisition is None:
-            log.error("frame for position %s, which has no acquisition: dropped", key)
+            self._fail(f"a frame for position {key}, which has no acquisition, is not written")
             return
-        acquisition.send(img, [plane_metadata(event, meta)], index=plan.frame_index(event.index))
+        if img.shape != self._frame_shape:
+            self._fail(
+                f"the camera's frames changed shape from {self._frame_shape} to {img.shape} "
+                "during the run; one file holds one frame shape"
+            )
+            return
+        try:
+            acquisition.send(
+                img, [plane_metadata(event, meta)], index=plan.frame_index(event.index)
+            )
+        except (PublishError, ValueError, TypeError) as exc:
+            self._fail(f"frame {dict(event.index)} could not be sent: {exc}")
 
     def sequenceCanceled(self, sequence: useq.MDASequence) -> None:
         self._canceled = True
@@ -116,8 +145,24 @@ class FramesinkHandler:
         finally:
             if self._core is not None:
                 self._core.mda.events.sequenceStarted.disconnect(self._prepare_in_runner)
+                self._core.mda.events.eventStarted.disconnect(self._raise_in_runner)
             self._plan = None
             self._close_publisher()
+        if self.errors:
+            log.error("framesink: the run did not go well: %s", "; ".join(self.errors))
+
+    def _fail(self, error: str) -> None:
+        """Record a failure and end every acquisition with it; with core, the runner's
+        next event raises it (the run ends as errored)."""
+        log.error("framesink: %s", error)
+        with self._lock:
+            self.errors.append(error)
+            self._abort_all(error)
+
+    def _raise_in_runner(self, event: useq.MDAEvent) -> None:
+        """Connected directly to the runner: a failure so far makes ``run`` raise it."""
+        if self.errors:
+            raise FramesinkHandlerError("; ".join(self.errors))
 
     def _close_publisher(self) -> None:
         if self._publisher is not None:
@@ -148,9 +193,15 @@ class FramesinkHandler:
         with self._lock:
             if self._plan is not None:
                 return
-            plan = plan_sequence(sequence, self.output_path, self.output_name)
+            self.errors = []
+            try:
+                plan = plan_sequence(sequence, self.output_path, self.output_name)
+            except UnsupportedSequenceError as exc:
+                self.errors.append(str(exc))
+                raise FramesinkHandlerError(str(exc)) from None
             self._canceled = False
             image = _image_info(meta)
+            self._frame_shape = tuple(image["plane_shape"])
             state = self._core_state(image)
             run = uuid.uuid4().hex[:8]
             publisher = self._publisher = self._connect()
@@ -207,14 +258,13 @@ class FramesinkHandler:
                 else:
                     entry = acquisition.stop(wait=wait)
             except PublishError as exc:
-                failures.append(f"{acquisition.acquisition}: {exc}")
+                failures.append(f"acquisition {acquisition.acquisition} did not finish: {exc}")
                 continue
             finally:
                 del self._open[key]
             if entry is not None:
                 self.entries[acquisition.acquisition] = entry
-        if failures:
-            log.error("framesink did not finish: %s", "; ".join(failures))
+        self.errors.extend(failures)
 
     def _abort_all(self, reason: str) -> None:
         for acquisition in self._open.values():

@@ -53,6 +53,11 @@ class SequencePlan:
 
 
 def plan_sequence(sequence: useq.MDASequence, output_path: str, output_name: str) -> SequencePlan:
+    if type(sequence).__name__ == "GeneratorMDASequence":
+        raise UnsupportedSequenceError(
+            "framesink needs a useq.MDASequence: a list or generator of events gives no "
+            "axes or sizes to lay the frames out by (run the sequence itself)"
+        )
     sizes = {str(axis): size for axis, size in sequence.sizes.items()}
     order = [str(axis) for axis in sequence.axis_order]
     leading = tuple(axis for axis in order if axis in LEADING_AXES and sizes.get(axis, 0) > 0)
