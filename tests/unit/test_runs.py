@@ -247,3 +247,25 @@ def test_a_batch_written_from_a_ring_holds_at_most_a_quarter_of_it(
     assert per_batch < count - 1 < GATHER_BYTES // FRAME_BYTES
     assert sinks[0].batch_sizes == [1, per_batch, per_batch, count - 1 - 2 * per_batch]
     assert read_record(root / "a").frames_written == count
+
+
+def test_ring_frames_after_the_end_or_before_any_start_are_late_or_orphan(
+    tmp_path: Path, shared_ring: SharedRing
+) -> None:
+    """Review 2: such frames counted as bad_shm and bad_messages (slot checked first)."""
+    traffic = Traffic(shared_ring)
+    traffic.start("a", None)
+    traffic.frames("a", 1, "")
+    traffic.stop("a")
+    traffic.frames("a", 1, "")  # after its stop: late
+    traffic.seq["nobody"], traffic.index["nobody"] = 0, 0
+    traffic.frames("nobody", 1, "")  # never started: orphan
+    dispatcher = _dispatcher(tmp_path, shared_ring, None)
+    for parts in traffic.messages:
+        dispatcher.handle([memoryview(part) for part in parts])
+    dispatcher.join(30)
+    counters = dispatcher.counters.snapshot()
+    assert counters.rejected_by_reason == {"late_message": 1, "orphan": 1}
+    assert counters.bad_messages == 0
+    assert counters.orphan_messages == 1
+    assert counters.late_messages == 1

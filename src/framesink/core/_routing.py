@@ -166,10 +166,10 @@ class Router:
             raise ValueError("a run's messages must follow each other")
         count = last.index + last.count - first.index
         missed = self._check_seq(name, acquisition, first.seq)
-        self._check_frames(run, acquisition, payload)
+        _check_frames(run, acquisition, payload, self.max_gap_bytes)
         actions = self._advance(name, acquisition, missed, last.seq, now)
         metadata = first.frame_metadata if len(run) == 1 else None
-        writes = self._frames(
+        writes = _frame_actions(
             name, acquisition, first.index, count, payload=payload, metadata=metadata
         )
         return actions + writes
@@ -308,73 +308,6 @@ class Router:
             )
         return missed
 
-    def _check_frames(
-        self, run: Sequence[FramesHeader], acquisition: _Acquisition, payload: memoryview
-    ) -> None:
-        """Reject frames messages before they change any state."""
-        layout = acquisition.layout
-        first = run[0]
-        name = first.acquisition
-        if len(run) == 1:
-            expected = first.count * layout.frame_bytes
-            if payload.nbytes != expected:
-                raise RefusalError(
-                    "payload_size",
-                    f"payload has {payload.nbytes} bytes; {first.count} frames of "
-                    f"{list(layout.frame_shape)} {layout.dtype.name} need {expected}",
-                    name,
-                )
-        elif any(h.shm is None or h.shm.length != h.count * layout.frame_bytes for h in run):
-            raise RefusalError("payload_size", "a message of the run has the wrong size", name)
-        elif payload.nbytes != sum(h.count for h in run) * layout.frame_bytes:
-            raise ValueError("a run's payload must hold exactly its frames")
-        index, capacity = first.index, layout.capacity
-        gap = (index if capacity is None else min(index, capacity)) - acquisition.next_index
-        if gap * layout.page_cost > self.max_gap_bytes:
-            raise RefusalError(
-                "gap_too_large",
-                f"index {index} would leave {gap} frames missing after frame "
-                f"{acquisition.next_index - 1} (limit {self.max_gap_bytes} bytes)",
-                name,
-            )
-
-    def _frames(
-        self,
-        name: str,
-        acquisition: _Acquisition,
-        first: int,
-        count: int,
-        *,
-        payload: memoryview,
-        metadata: Sequence[Mapping[str, Any] | None] | None,
-    ) -> list[Action]:
-        """Write, gap-fill and drop actions for ``count`` checked frames from ``first``."""
-        layout = acquisition.layout
-        end = first + count
-        capacity = layout.capacity
-        writable_end = end if capacity is None else min(end, capacity)
-        gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
-        actions: list[Action] = []
-        if gap > 0:
-            actions.append(Skip(name, acquisition.next_index, gap))
-            acquisition.next_index += gap
-        skip_in_message = max(0, acquisition.next_index - first)
-        write_count = max(0, writable_end - max(first, acquisition.next_index))
-        if write_count:
-            start = skip_in_message * layout.frame_bytes
-            view = payload.cast("B")[start : start + write_count * layout.frame_bytes]
-            sliced = (
-                None
-                if metadata is None
-                else metadata[skip_in_message : skip_in_message + write_count]
-            )
-            actions.append(Write(name, acquisition.next_index, write_count, view, sliced))
-            acquisition.next_index += write_count
-        dropped = count - write_count
-        if dropped:
-            actions.append(Drop(name, dropped))
-        return actions
-
     def _stop(self, header: StopHeader, acquisition: _Acquisition) -> list[Action]:
         """Stop; frames the publisher says it sent but that never came become missing.
 
@@ -412,6 +345,72 @@ class Router:
         self.finished.move_to_end(name)
         while len(self.finished) > RECENTLY_FINISHED:
             self.finished.popitem(last=False)
+
+
+def _check_frames(
+    run: Sequence[FramesHeader], acquisition: _Acquisition, payload: memoryview, max_gap_bytes: int
+) -> None:
+    """Reject frames messages before they change any state."""
+    layout = acquisition.layout
+    first = run[0]
+    name = first.acquisition
+    if len(run) == 1:
+        expected = first.count * layout.frame_bytes
+        if payload.nbytes != expected:
+            raise RefusalError(
+                "payload_size",
+                f"payload has {payload.nbytes} bytes; {first.count} frames of "
+                f"{list(layout.frame_shape)} {layout.dtype.name} need {expected}",
+                name,
+            )
+    elif any(h.shm is None or h.shm.length != h.count * layout.frame_bytes for h in run):
+        raise RefusalError("payload_size", "a message of the run has the wrong size", name)
+    elif payload.nbytes != sum(h.count for h in run) * layout.frame_bytes:
+        raise ValueError("a run's payload must hold exactly its frames")
+    index, capacity = first.index, layout.capacity
+    gap = (index if capacity is None else min(index, capacity)) - acquisition.next_index
+    if gap * layout.page_cost > max_gap_bytes:
+        raise RefusalError(
+            "gap_too_large",
+            f"index {index} would leave {gap} frames missing after frame "
+            f"{acquisition.next_index - 1} (limit {max_gap_bytes} bytes)",
+            name,
+        )
+
+
+def _frame_actions(
+    name: str,
+    acquisition: _Acquisition,
+    first: int,
+    count: int,
+    *,
+    payload: memoryview,
+    metadata: Sequence[Mapping[str, Any] | None] | None,
+) -> list[Action]:
+    """Write, gap-fill and drop actions for ``count`` checked frames from ``first``."""
+    layout = acquisition.layout
+    end = first + count
+    capacity = layout.capacity
+    writable_end = end if capacity is None else min(end, capacity)
+    gap = (first if capacity is None else min(first, capacity)) - acquisition.next_index
+    actions: list[Action] = []
+    if gap > 0:
+        actions.append(Skip(name, acquisition.next_index, gap))
+        acquisition.next_index += gap
+    skip_in_message = max(0, acquisition.next_index - first)
+    write_count = max(0, writable_end - max(first, acquisition.next_index))
+    if write_count:
+        start = skip_in_message * layout.frame_bytes
+        view = payload.cast("B")[start : start + write_count * layout.frame_bytes]
+        sliced = (
+            None if metadata is None else metadata[skip_in_message : skip_in_message + write_count]
+        )
+        actions.append(Write(name, acquisition.next_index, write_count, view, sliced))
+        acquisition.next_index += write_count
+    dropped = count - write_count
+    if dropped:
+        actions.append(Drop(name, dropped))
+    return actions
 
 
 def _chained(run: Sequence[FramesHeader]) -> bool:

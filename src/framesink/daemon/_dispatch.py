@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import assert_never
+from typing import Any, assert_never
 
 import numpy as np
 
@@ -38,12 +38,12 @@ from ..core import (
     Write,
     decode,
 )
-from ..transport import IngestSource, Received, RingLease
+from ..transport import IngestSource, Received, Ring, RingLease
 from ._admission import Admission
 from ._counters import Counters
 from ._disk import DiskWatch
 from ._ring_intake import RingIntake
-from ._session import GATHER_BYTES, Session, WriteTimer, ring_gather_bytes
+from ._session import Session, WriteTimer, ring_gather_bytes
 from ._sessions import Sessions, report_overload
 from ._settings import Settings
 
@@ -90,10 +90,7 @@ class Dispatcher:
 
     # -- messages ----------------------------------------------------------------------
     def handle(self, parts: list[memoryview], sender: str | None = None) -> None:
-        """Decode, route and dispatch one message; reject it with a reason if it is bad.
-
-        ``sender``: the peer's authenticated CURVE key, when CURVE is on.
-        """
+        """Handle one message (``sender``: the peer's CURVE key, when CURVE is on)."""
         self.handle_many([Received(parts, sender)])
 
     def handle_many(self, messages: Sequence[Received]) -> None:
@@ -137,13 +134,7 @@ class Dispatcher:
         allowed = self.sender_allowed
         if allowed is None or sender is None or allowed(sender):
             return True
-        self.counters.reject(
-            RefusalError(
-                "key_revoked",
-                f"the client key {sender} was removed from the allowed clients (SIGHUP); "
-                "its connection is still open, its messages are refused",
-            )
-        )
+        self.counters.reject(_revoked(sender))
         return False
 
     def end_revoked(self) -> list[str]:
@@ -170,9 +161,12 @@ class Dispatcher:
         try:
             header = message.header
             if isinstance(header, FramesHeader) and header.shm is not None:
-                lease = self.rings.lend(header)
-                assert lease is not None
-                message = Message(message.topic, header, lease.view)
+                if header.acquisition in self.router.open:
+                    lease = self.rings.lend(header)
+                    assert lease is not None
+                    message = Message(message.topic, header, lease.view)
+                else:  # the router refuses it as late or orphan, before its slot matters
+                    message = Message(message.topic, header, memoryview(b""))
             self._apply(self.router.route(message, time.monotonic(), sender), lease)
         except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
             self._reject(exc)
@@ -278,33 +272,14 @@ class Dispatcher:
             self.counters.add(Counter.FRAMES_RECEIVED, action.count)
             session.frames_lost += action.count
         if not isinstance(action, Finish):
-            self.counters.reject(
-                RefusalError(
-                    "acquisition_failed",
-                    f"{type(action).__name__.lower()} not applied: the acquisition failed "
-                    f"({session.error})",
-                    action.acquisition,
-                )
-            )
+            self.counters.reject(_not_applied(action, session))
 
     def _open(self, action: Open) -> None:
         start = action.start
         try:
             ring = self.rings.ring_of(action.acquisition, start)
             self.disk.refuse_start_when_low()
-            spec = SinkSpec(
-                acquisition=action.acquisition,
-                data_root=self.settings.data_root,
-                output_path=start.output.output_path,
-                name=start.output.output_name,
-                on_exists=self.settings.on_exists,
-                metadata=start.metadata,
-                layout=action.layout,
-                format=start.format or self.settings.format,
-                options=StorageOptions(direct_io=self.settings.direct_io),
-                fsync_interval=self.settings.fsync_interval or None,
-            )
-            sink = self._sink_factory(spec)
+            sink = self._sink_factory(sink_spec(self.settings, action))
             sink.prepare()
         except RefusalError as exc:
             self._refuse_start(action, exc)
@@ -321,8 +296,7 @@ class Dispatcher:
             sink,
             self.admission.budget,
             write_timer=self.write_timer,
-            after_release=None if ring is None else ring.flush,
-            gather_bytes=GATHER_BYTES if ring is None else ring_gather_bytes(ring.size),
+            **({} if ring is None else ring_batches(ring)),
         )
         self.sessions.add(session)
         if ring is not None:
@@ -410,6 +384,45 @@ def receive_batch(
     if group:
         dispatcher.handle_many(group)
     return received
+
+
+def _revoked(sender: str) -> RefusalError:
+    return RefusalError(
+        "key_revoked",
+        f"the client key {sender} was removed from the allowed clients (SIGHUP); "
+        "its connection is still open, its messages are refused",
+    )
+
+
+def _not_applied(action: Write | Skip | Drop | SeqGap, session: Session) -> RefusalError:
+    return RefusalError(
+        "acquisition_failed",
+        f"{type(action).__name__.lower()} not applied: the acquisition failed ({session.error})",
+        action.acquisition,
+    )
+
+
+def sink_spec(settings: Settings, action: Open) -> SinkSpec:
+    """What the sink of the acquisition ``action`` opens needs: the start and the settings."""
+    start = action.start
+    return SinkSpec(
+        acquisition=action.acquisition,
+        data_root=settings.data_root,
+        output_path=start.output.output_path,
+        name=start.output.output_name,
+        on_exists=settings.on_exists,
+        metadata=start.metadata,
+        layout=action.layout,
+        format=start.format or settings.format,
+        options=StorageOptions(direct_io=settings.direct_io),
+        fsync_interval=settings.fsync_interval or None,
+    )
+
+
+def ring_batches(ring: Ring) -> dict[str, Any]:
+    """How a session writing from ``ring`` batches: a quarter of the ring at most, and
+    the ring's releases sent once each batch is written."""
+    return {"after_release": ring.flush, "gather_bytes": ring_gather_bytes(ring.size)}
 
 
 def _in_ring(header: object) -> bool:
