@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..core import __version__
-from ..daemon import Daemon, Settings, load_settings
+from ..daemon import Daemon, Settings, StartupError, load_settings
 from ..formats import recover
 from ..store import RecoveryError
 from ..transport import (
@@ -158,6 +158,9 @@ def _serve(arguments: argparse.Namespace) -> int:
         return 2
     try:
         daemon.run()
+    except StartupError as exc:
+        print(f"framesink: cannot start: {exc}", file=sys.stderr)
+        return 1
     except Exception:
         log.exception("framesink stopped on an error")
         return 1

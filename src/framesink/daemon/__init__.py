@@ -7,5 +7,13 @@ the pure core; the front end (:mod:`framesink.cli`) runs it.
 from ._launch import serve_command, wait_until_ready
 from ._service import Daemon
 from ._settings import Settings, load_settings
+from ._startup import StartupError
 
-__all__ = ["Daemon", "Settings", "load_settings", "serve_command", "wait_until_ready"]
+__all__ = [
+    "Daemon",
+    "Settings",
+    "StartupError",
+    "load_settings",
+    "serve_command",
+    "wait_until_ready",
+]

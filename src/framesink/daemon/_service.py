@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import threading
 import time
 import weakref
-from pathlib import Path
 from typing import Any
 
 import zmq
@@ -23,19 +21,19 @@ from ..core import Counter, DaemonStatus, FinishReason, RunState, SinkFactory, _
 from ..formats import open_sink, recover_each
 from ..transport import (
     HANDSHAKE_REFUSED,
-    ControlServer,
     IngestSource,
-    RingServer,
     sd_notify,
 )
 from ._counters import Counters
 from ._dispatch import RECEIVE_BATCH, Dispatcher, receive_batch
+from ._endpoints import Endpoints
 from ._metrics import MetricsServer
 from ._recovering import BackgroundRecovery
-from ._ring_intake import open_ring_source, serve_ring_events
+from ._ring_intake import serve_ring_events
 from ._security import Security
-from ._settings import Settings, ring_limits
+from ._settings import Settings
 from ._signals import handled_signals
+from ._startup import prepare_data_root
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +57,14 @@ class Daemon:
         self.state = RunState.STARTING
         self.counters = Counters()
         self.dispatcher = Dispatcher(settings, self.counters, sink_factory)
-        self.control_endpoint: str | None = None
-        self.ingest_endpoints: list[str] = []
         self._recovery = BackgroundRecovery(settings.data_root, recover_each)
         self._security = Security(settings)
-        self._metrics = MetricsServer(settings.metrics, self.status) if settings.metrics else None
+        metrics = MetricsServer(settings.metrics, self.status) if settings.metrics else None
         self._reload_requested = threading.Event()
         self._started = time.monotonic()
         self._stop_requested = threading.Event()
         self._context: zmq.Context[Any] = zmq.Context()
-        self._source: IngestSource | None = None
-        self._ring_source: IngestSource | None = None
-        """Headers of ring publishers, on their own socket: a deep queue costs no memory."""
-        self._control: ControlServer | None = None
-        self._rings: RingServer | None = None
+        self.endpoints = Endpoints(settings, self._context, metrics)
         self._wakeup_read, self._wakeup_write = os.pipe()
         os.set_blocking(self._wakeup_write, False)
         os.set_blocking(self._wakeup_read, False)
@@ -83,11 +75,15 @@ class Daemon:
     def run(self) -> None:
         """Serve until SIGTERM/SIGINT or ``request_stop``; always drains and finalizes."""
         with handled_signals(self.request_stop, self._request_reload):
+            try:
+                self._start()
+            except BaseException:
+                self._abandon_start()
+                raise
             self._run()
 
     def _run(self) -> None:
         try:
-            self._start()
             self.state = RunState.RUNNING
             sd_notify("READY=1\nSTATUS=receiving")
             if self.settings.recover_on_start:
@@ -95,8 +91,8 @@ class Daemon:
             log.info(
                 "framesink %s ready: ingest %s, control %s",
                 __version__,
-                ", ".join(self.ingest_endpoints),
-                self.control_endpoint,
+                ", ".join(self.endpoints.ingest),
+                self.endpoints.control_endpoint,
             )
             self._loop()
         finally:
@@ -125,67 +121,49 @@ class Daemon:
         self._wake()
 
     def _start(self) -> None:
-        settings = self.settings
-        settings.data_root.mkdir(parents=True, exist_ok=True)
+        """Bind everything, control first; StartupError names what failed and the setting."""
+        prepare_data_root(self.settings.data_root)
         self._security.start(self._context, self._auth_refused)
         if self._security.enabled:
             self.dispatcher.sender_allowed = self._security.allows
-        self._control = ControlServer(
-            self._context,
-            settings.control,
+        endpoints = self.endpoints
+        endpoints.open(
             self.status,
-            certificate=self._security.certificate,
-            on_refused=self._auth_refused,
+            self._security.certificate,
+            self._auth_refused,
+            self._ring_refused,
+            self._wake,
         )
-        self.control_endpoint = self._control.endpoint
-        if self._metrics is not None:
-            self._metrics.start()
-            self.dispatcher.write_timer = self._metrics.observe_write
-        self._source = IngestSource(
-            self._context,
-            kind=settings.socket,
-            bind=settings.bind,
-            connect=settings.connect,
-            subscribe=settings.subscribe,
-            receive_hwm=settings.receive_hwm,
-            max_message_bytes=int(settings.max_message_bytes),
-            certificate=self._security.certificate,
-        )
-        self.ingest_endpoints = self._source.endpoints
-        if settings.shared_memory:
-            self._rings = RingServer(
-                ring_socket_path(settings), ring_limits(settings), self._ring_refused, self._wake
-            )
-            self.dispatcher.rings.server = self._rings
-            self._ring_source = open_ring_source(
-                self._context, self._rings.path, settings, self._security.certificate
-            )
-        self._control.start()
+        if endpoints.metrics is not None:
+            self.dispatcher.write_timer = endpoints.metrics.observe_write
+        self.dispatcher.rings.server = endpoints.rings
+        endpoints.serve_control()
         self._check_disk()
 
-    def _sources(self) -> list[IngestSource]:
-        return [s for s in (self._source, self._ring_source) if s is not None]
+    def _abandon_start(self) -> None:
+        """Close what a failed start opened (nothing was received or written)."""
+        self.endpoints.close()
+        with contextlib.suppress(Exception):
+            self._security.stop()
+        self._context.destroy(linger=0)
+        self.endpoints.remove_socket_files()
+        self.state = RunState.STOPPED
 
     def _shutdown(self) -> None:
         self.state = RunState.DRAINING
         sd_notify("STOPPING=1")
         try:
             self._drain_socket()
-            for source in self._sources():
-                source.close()
+            self.endpoints.close_sources()
             self.dispatcher.finish_all(FinishReason.SHUTDOWN)
             self.dispatcher.join(JOIN_S)
         finally:
-            if self._rings is not None:
-                self._rings.close()
             with self.dispatcher.locked():
                 self.counters.flush_suppressed(final=True)
-            if self._control is not None:
-                self._control.stop()
+            self.endpoints.close()
             self._security.stop()
-            if self._metrics is not None:
-                self._metrics.stop()
             self._context.term()
+            self.endpoints.remove_socket_files()
             self.state = RunState.STOPPED
             log.info("framesink stopped")
 
@@ -196,19 +174,19 @@ class Daemon:
         space at the deadline has its frames recorded missing.
         """
         deadline = self.dispatcher.admission.close_intake(DRAIN_S)
-        for source in self._sources():
+        for source in self.endpoints.sources():
             while time.monotonic() < deadline and receive_batch(self.dispatcher, source, deadline):
                 continue
 
     # -- the receive loop --------------------------------------------------------------
     def _loop(self) -> None:
-        sources = self._sources()
+        sources = self.endpoints.sources()
         poller = zmq.Poller()
         for source in sources:
             poller.register(source.socket, zmq.POLLIN)
             poller.register(source.monitor, zmq.POLLIN)
         poller.register(self._wakeup_read, zmq.POLLIN)
-        rings = self._rings
+        rings = self.endpoints.rings
         watched: set[int] = set()
         cycle_started = time.monotonic()
         next_housekeeping = cycle_started + HOUSEKEEPING_S
@@ -313,7 +291,7 @@ class Daemon:
 
     def status(self) -> DaemonStatus:
         """Status for the control endpoint (called from the control thread)."""
-        dispatcher = self.dispatcher
+        dispatcher, endpoints = self.dispatcher, self.endpoints
         with dispatcher.locked():
             live, recent = dispatcher.entries()
             counters = self.counters.snapshot()
@@ -329,26 +307,18 @@ class Daemon:
                 data_root=str(self.settings.data_root),
                 free_bytes=dispatcher.disk.free_bytes,
                 socket=self.settings.socket,
-                ingest=list(self.ingest_endpoints),
+                ingest=self.endpoints.ingest,
                 queued_bytes=dispatcher.admission.budget.used,
                 queue_limit_bytes=dispatcher.admission.budget.limit,
-                metrics=None if self._metrics is None else self._metrics.url,
-                shared_memory=None if self._rings is None else str(self._rings.path),
+                metrics=None if endpoints.metrics is None else endpoints.metrics.url,
+                shared_memory=None if endpoints.rings is None else str(endpoints.rings.path),
                 shared_memory_ingest=(
-                    None if self._ring_source is None else self._ring_source.endpoints[0]
+                    None if endpoints.ring_source is None else endpoints.ring_source.endpoints[0]
                 ),
                 counters=counters,
                 acquisitions=[*live, *recent],
                 recent_errors=list(self.counters.recent_errors)[-10:],
             )
-
-
-def ring_socket_path(settings: Settings) -> Path:
-    """Where publishers register shared-memory rings."""
-    if settings.shared_memory_socket is not None:
-        return settings.shared_memory_socket
-    folder = os.environ.get("RUNTIME_DIRECTORY") or tempfile.gettempdir()
-    return Path(folder) / f"framesink-{os.getpid()}.rings"
 
 
 def _watch(poller: zmq.Poller, watched: set[int], wanted: set[int]) -> set[int]:

@@ -2,7 +2,7 @@
 the publisher client, and systemd notification. IO adapters over :mod:`framesink.core`.
 """
 
-from ._control import ControlClient, ControlError, ControlServer, parse_status
+from ._control import ControlClient, ControlError, ControlServer, StatusProvider, parse_status
 from ._curve import (
     HANDSHAKE_REFUSED,
     Certificate,
@@ -42,6 +42,7 @@ __all__ = [
     "RingLimits",
     "RingServer",
     "SharedRing",
+    "StatusProvider",
     "load_allowed_clients",
     "load_certificate",
     "parse_status",

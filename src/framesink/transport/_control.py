@@ -83,7 +83,11 @@ class ControlServer:
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         if certificate is not None:
             secure_server(self._socket, certificate)
-        self._socket.bind(endpoint)
+        try:
+            self._socket.bind(endpoint)
+        except zmq.ZMQError:
+            self._socket.close(linger=0)
+            raise
         self.endpoint: str = self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self._monitor = self._socket.get_monitor_socket(HANDSHAKE_FAILURES)
         self._status = status
@@ -95,8 +99,14 @@ class ControlServer:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket (also when it never started serving)."""
         self._stopping.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+        elif not self._socket.closed:
+            self._socket.disable_monitor()
+            self._monitor.close(linger=0)
+            self._socket.close(linger=0)
 
     def _serve(self) -> None:
         poller = zmq.Poller()

@@ -239,6 +239,9 @@ class RingServer:
         previous = os.umask(0o177)
         try:
             self.listener.bind(str(path))
+        except OSError:
+            self.listener.close()
+            raise
         finally:
             os.umask(previous)
         self.listener.listen(16)
