@@ -17,10 +17,12 @@ from framesink.daemon import load_settings
 
 from ..helpers import (
     DaemonProcess,
+    pattern,
     read_metadata,
     read_tiff,
     run_fake_camera,
     run_framesink,
+    start_tyx,
     validate_ome,
 )
 
@@ -207,3 +209,32 @@ def test_readme_publisher_example_runs(start_daemon: Callable[..., DaemonProcess
         "True",
     ]
     assert read_metadata(daemon.data_root / "2026/run-42")["notes"] == "final notes"
+
+
+@pytest.mark.parametrize("how", ["stop", "abort"])
+def test_framesink_stop_and_abort_end_an_open_acquisition(
+    start_daemon: Callable[..., DaemonProcess], how: str
+) -> None:
+    """Operating: an operator ends a stuck acquisition from the command line."""
+    from framesink import Publisher
+
+    daemon = start_daemon(socket="pull")
+    with Publisher(daemon.ingest, kind="push", control=daemon.control) as publisher:
+        run = start_tyx(publisher, "stuck", dtype="uint8", frame_shape=(4, 4))
+        run.send(pattern(3, (4, 4), "uint8"))
+        daemon.wait_for(lambda s: (e := s.entry("stuck")) is not None and e.frames_written == 3)
+        result = run_framesink(how, "stuck", "--control", daemon.control)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith(f"{how} stuck: finished, 3 frames -> ")
+        again = run_framesink(how, "stuck", "--control", daemon.control)
+        assert again.returncode == 1
+        assert "is not open (it already ended)" in again.stderr
+        missing = run_framesink(how, "nobody", "--control", daemon.control)
+        assert missing.returncode == 1
+        assert "'nobody' is not open" in missing.stderr
+    record = read_metadata(daemon.data_root / "stuck")["framesink"]
+    assert (record["reason"], record["frames_written"]) == (how, 3)
+    if how == "abort":
+        assert read_metadata(daemon.data_root / "stuck")["abort_reason"] == (
+            "aborted from the control endpoint"
+        )

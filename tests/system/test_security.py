@@ -327,3 +327,36 @@ def test_a_removed_key_stops_writing_at_the_reload(start_daemon: StartDaemon, ke
     assert (entry.complete, entry.frames_written) == (True, 4)
     assert ended.frames_written == 2
     assert not (daemon.data_root / "later").exists()
+
+
+def test_only_the_owner_or_an_admin_key_stops_an_acquisition(
+    start_daemon: StartDaemon, keys: Keys, tmp_path: Path
+) -> None:
+    admins = tmp_path / "admins"
+    admins.mkdir()
+    shutil.copy(keys.other_camera.with_suffix(".key"), admins)
+    daemon = start_daemon(
+        "--curve-server-key",
+        str(keys.server_secret),
+        "--curve-clients",
+        str(keys.clients),
+        socket="pull",
+        keys=keys.client(keys.camera),
+        env={"FRAMESINK_CURVE_ADMINS": str(admins)},
+    )
+    shutil.copy(keys.stranger.with_suffix(".key"), keys.clients)
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for(lambda _: "reloaded 3 allowed client keys" in daemon.log())
+    owner = ControlClient(daemon.control, timeout=5.0, keys=keys.client(keys.camera))
+    stranger = ControlClient(daemon.control, timeout=5.0, keys=keys.client(keys.stranger))
+    admin = ControlClient(daemon.control, timeout=5.0, keys=keys.client(keys.other_camera))
+    with _publisher(daemon, keys, keys.camera) as publisher:
+        for name in ("first", "second"):
+            start_tyx(publisher, name, dtype="uint8", frame_shape=(8, 8))
+        daemon.wait_for(lambda s: s.entry("second") is not None)
+        with pytest.raises(ControlError, match="did not start"):
+            stranger.end("first", "stop")
+        owner.end("first", "stop")
+        admin.end("second", "abort")
+    assert owner.wait_for_acquisition("first", 20).reason == "stop"
+    assert owner.wait_for_acquisition("second", 20).reason == "abort"

@@ -1,4 +1,4 @@
-"""The ``framesink`` command: serve, status, recover, demo, keys."""
+"""The ``framesink`` command: serve, status, stop, abort, recover, demo, keys."""
 
 from __future__ import annotations
 
@@ -81,16 +81,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["text", "json"])
 
     status = commands.add_parser("status", help="show a running daemon's status")
-    status.add_argument(
-        "--control", help="control endpoint (default: from the config file/environment, as serve)"
-    )
-    status.add_argument("-c", "--config", help="config file to read the control endpoint from")
+    _control_arguments(status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
-    status.add_argument("--curve-client-key", type=Path, help="this client's NAME.key_secret")
-    status.add_argument(
-        "--curve-server-public-key", type=Path, help="the daemon's public certificate NAME.key"
-    )
-    status.add_argument("--timeout", type=float, default=5.0)
+
+    for how in ("stop", "abort"):
+        end = commands.add_parser(
+            how,
+            help=f"{how} an open acquisition (as its publisher's {how} message would)",
+        )
+        end.add_argument("acquisition", help="the acquisition id (see framesink status)")
+        _control_arguments(end)
+        end.add_argument(
+            "--wait",
+            type=float,
+            default=60.0,
+            help="seconds to wait for its files to be final (default 60; 0: do not wait)",
+        )
 
     keys = commands.add_parser("keys", help="write a CURVE certificate pair")
     keys.add_argument("name", help="writes NAME.key (public) and NAME.key_secret (0600)")
@@ -123,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recover": _recover,
         "demo": _demo,
         "keys": _keys,
+        "stop": _end,
+        "abort": _end,
     }[arguments.command]
     return handler(arguments)
 
@@ -167,7 +175,23 @@ def _serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
-def _status(arguments: argparse.Namespace) -> int:
+def _control_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every command that talks to a running daemon takes."""
+    parser.add_argument(
+        "--control", help="control endpoint (default: from the config file/environment, as serve)"
+    )
+    parser.add_argument("-c", "--config", help="config file to read the control endpoint from")
+    parser.add_argument("--curve-client-key", type=Path, help="this client's NAME.key_secret")
+    parser.add_argument(
+        "--curve-server-public-key", type=Path, help="the daemon's public certificate NAME.key"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)"
+    )
+
+
+def _control_client(arguments: argparse.Namespace) -> ControlClient:
+    """A client of the daemon the arguments name (SystemExit 2 on a bad configuration)."""
     try:
         settings = load_settings(
             arguments.config,
@@ -177,17 +201,48 @@ def _status(arguments: argparse.Namespace) -> int:
         keys = _status_keys(settings)
     except (ValidationError, FileNotFoundError, ValueError) as exc:
         print(f"framesink: bad configuration: {exc}", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     control = arguments.control or settings.control
+    return ControlClient(control, timeout=arguments.timeout, keys=keys)
+
+
+def _unreachable(client: ControlClient, exc: ControlError) -> int:
+    hint = "check --control" + ("" if client.keys else "; a CURVE daemon needs --curve-client-key")
+    print(f"framesink: {exc} (is the daemon running? {hint})", file=sys.stderr)
+    return 1
+
+
+def _status(arguments: argparse.Namespace) -> int:
+    client = _control_client(arguments)
     try:
-        client = ControlClient(control, timeout=arguments.timeout, keys=keys)
         reply = client.request({"cmd": "status"})
-        status = parse_status(reply, control)
+        status = parse_status(reply, client.endpoint)
     except ControlError as exc:
-        hint = "check --control" + ("" if keys else "; a CURVE daemon needs --curve-client-key")
-        print(f"framesink: {exc} (is the daemon running? {hint})", file=sys.stderr)
-        return 1
+        return _unreachable(client, exc)
     print(json.dumps(reply, indent=2) if arguments.json else render_status(status))
+    return 0
+
+
+def _end(arguments: argparse.Namespace) -> int:
+    """framesink stop|abort ID: end an open acquisition, then wait for its files."""
+    client = _control_client(arguments)
+    name, how = arguments.acquisition, arguments.command
+    try:
+        reply = client.request({"cmd": how, "acquisition": name})
+    except ControlError as exc:
+        return _unreachable(client, exc)
+    if not reply.get("ok"):
+        print(f"framesink: cannot {how} {name!r}: {reply.get('error')}", file=sys.stderr)
+        return 1
+    if arguments.wait <= 0:
+        print(f"{how} {name}: sent")
+        return 0
+    try:
+        entry = client.wait_for_acquisition(name, arguments.wait)
+    except ControlError as exc:
+        print(f"framesink: {exc}", file=sys.stderr)
+        return 1
+    print(f"{how} {name}: {entry.state.value}, {entry.frames_written} frames -> {entry.path}")
     return 0
 
 

@@ -244,6 +244,24 @@ class Router:
                 actions.append(Finish(name, FinishReason.ERROR, error=error))
         return actions
 
+    def end_on_request(
+        self, name: str, reason: FinishReason, sender: str | None, admin: bool
+    ) -> list[Action]:
+        """Stop or abort ``name`` on an operator's request (the control endpoint);
+        RefusalError when it is not open, or ``sender`` neither owns it nor is admin."""
+        acquisition = self.open.get(name)
+        if acquisition is None:
+            ended = " (it already ended)" if name in self.finished else ""
+            raise RefusalError("not_open", f"acquisition {name!r} is not open{ended}", name)
+        if not admin and acquisition.owner != sender:
+            raise RefusalError("not_owner", f"this key did not start {name!r}", name)
+        metadata = (
+            {"abort_reason": "aborted from the control endpoint"}
+            if reason is FinishReason.ABORT
+            else None
+        )
+        return self._finish(name, reason, metadata)
+
     def owned_by_others_than(self, allowed: Callable[[str], bool]) -> list[str]:
         """Open acquisitions started by a key that ``allowed`` no longer accepts."""
         return [

@@ -137,16 +137,12 @@ class Dispatcher:
         self.counters.reject(_revoked(sender))
         return False
 
-    def end_revoked(self) -> list[str]:
-        """End the open acquisitions of keys no longer allowed (after a reload)."""
-        allowed = self.sender_allowed
-        if allowed is None:
-            return []
+    def act(self, decide: Callable[[Router], list[Action]]) -> list[Action]:
+        """Carry out what ``decide`` has the router do (under the lock); return it."""
         with self._lock:
-            names = self.router.owned_by_others_than(allowed)
-            error = "the client key that started it was removed from the allowed clients"
-            self._apply(self.router.fail_some(names, error))
-            return names
+            actions = decide(self.router)
+            self._apply(actions)
+            return actions
 
     def _reject(self, exc: Exception) -> None:
         if isinstance(exc, RefusalError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import zmq
 
 from ..transport import (
     Certificate,
+    CommandHandler,
     ControlServer,
     IngestSource,
     RefusalHandler,
@@ -61,9 +62,11 @@ class Endpoints:
         self,
         status: StatusProvider,
         certificate: Certificate | None,
+        *,
         on_auth_refused: RefusalHandler,
         on_ring_refused: Callable[[str], None],
         wake: Callable[[], None],
+        commands: Mapping[str, CommandHandler],
     ) -> None:
         """Bind everything (the control endpoint serves once :meth:`serve_control`)."""
         settings = self.settings
@@ -74,6 +77,7 @@ class Endpoints:
                 status,
                 certificate=certificate,
                 on_refused=on_auth_refused,
+                commands=commands,
             )
         if self.metrics is not None:
             with starting(f"cannot serve metrics on {settings.metrics}", "--metrics"):

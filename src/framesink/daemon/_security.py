@@ -24,11 +24,15 @@ class Security:
     def __init__(self, settings: Settings) -> None:
         self.certificate: Certificate | None = None
         self._clients = settings.curve_clients
+        self._admins_folder = settings.curve_admins
+        self._admins: frozenset[bytes] = frozenset()
         self._gate: ClientGate | None = None
         if settings.curve_server_key is not None:
             self.certificate = load_certificate(settings.curve_server_key, secret=True)
             assert self._clients is not None
             check_clients(self._clients)
+            if self._admins_folder is not None:
+                self._admins = check_clients(self._admins_folder)
 
     @property
     def enabled(self) -> bool:
@@ -41,6 +45,10 @@ class Security:
         self._gate = ClientGate(context, self._clients, on_refused)
         self._gate.start()
         log.info("CURVE on: %d allowed client keys in %s", len(self._gate.allowed), self._clients)
+
+    def is_admin(self, sender: str | None) -> bool:
+        """Whether ``sender`` may stop and abort any acquisition (not only its own)."""
+        return sender is not None and sender.encode() in self._admins
 
     def allows(self, sender: str) -> bool:
         """Whether the authenticated key ``sender`` (z85) is allowed now."""
@@ -55,6 +63,8 @@ class Security:
         before = self._gate.allowed
         try:
             count = self._gate.reload()
+            if self._admins_folder is not None:
+                self._admins = check_clients(self._admins_folder)
         except CurveError as exc:
             log.error("SIGHUP: kept the previous client keys: %s", exc)
             return frozenset()

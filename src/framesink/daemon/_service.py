@@ -17,13 +17,21 @@ from typing import Any
 
 import zmq
 
-from ..core import Counter, DaemonStatus, FinishReason, RunState, SinkFactory, __version__
+from ..core import (
+    Counter,
+    DaemonStatus,
+    FinishReason,
+    RunState,
+    SinkFactory,
+    __version__,
+)
 from ..formats import open_sink, recover_each
 from ..transport import (
     HANDSHAKE_REFUSED,
     IngestSource,
     sd_notify,
 )
+from ._commands import control_commands
 from ._counters import Counters
 from ._dispatch import RECEIVE_BATCH, Dispatcher, receive_batch
 from ._endpoints import Endpoints
@@ -111,9 +119,15 @@ class Daemon:
 
     def _reload(self) -> None:
         """Reread the allowed clients; what a removed key holds ends now."""
-        if self._security.reload():
-            for name in self.dispatcher.end_revoked():
-                log.warning("acquisition %s ended: its client key was removed", name)
+        if not self._security.reload():
+            return
+        allowed = self._security.allows
+        error = "the client key that started it was removed from the allowed clients"
+        ended = self.dispatcher.act(
+            lambda router: router.fail_some(router.owned_by_others_than(allowed), error)
+        )
+        for action in ended:
+            log.warning("acquisition %s ended: its client key was removed", action.acquisition)
 
     def _request_reload(self) -> None:
         """Reread the allowed CURVE clients at the next turn of the loop (signal-safe)."""
@@ -130,9 +144,10 @@ class Daemon:
         endpoints.open(
             self.status,
             self._security.certificate,
-            self._auth_refused,
-            self._ring_refused,
-            self._wake,
+            on_auth_refused=self._auth_refused,
+            on_ring_refused=self._ring_refused,
+            wake=self._wake,
+            commands=control_commands(self.dispatcher, self._security),
         )
         if endpoints.metrics is not None:
             self.dispatcher.write_timer = endpoints.metrics.observe_write

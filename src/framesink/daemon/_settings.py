@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     curve_clients: Path | None = Field(
         None, description="Directory of allowed clients' public certificates (*.key)."
     )
+    curve_admins: Path | None = Field(
+        None,
+        description="Directory of the public certificates (*.key) of clients that may stop "
+        "and abort any acquisition from the control endpoint (others: only their own).",
+    )
     curve_client_key: Path | None = Field(
         None, description="framesink status: this client's own certificate (NAME.key_secret)."
     )

@@ -2,7 +2,14 @@
 the publisher client, and systemd notification. IO adapters over :mod:`framesink.core`.
 """
 
-from ._control import ControlClient, ControlError, ControlServer, StatusProvider, parse_status
+from ._control import (
+    CommandHandler,
+    ControlClient,
+    ControlError,
+    ControlServer,
+    StatusProvider,
+    parse_status,
+)
 from ._curve import (
     HANDSHAKE_REFUSED,
     Certificate,
@@ -25,6 +32,7 @@ __all__ = [
     "Certificate",
     "ClientGate",
     "ClientKeys",
+    "CommandHandler",
     "ControlClient",
     "ControlError",
     "ControlServer",

@@ -36,13 +36,20 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 << 10
 POLL_MS = 200
 StatusProvider = Callable[[], DaemonStatus]
+CommandHandler = Callable[[Mapping[str, Any], str | None], dict[str, Any]]
+"""Answers one control command: the request and the sender's CURVE key (or None)."""
 
 
 class ControlError(FramesinkError, RuntimeError):
     """The control endpoint did not answer, or answered with an error."""
 
 
-def answer(request_bytes: bytes, status: StatusProvider) -> dict[str, Any]:
+def answer(
+    request_bytes: bytes,
+    status: StatusProvider,
+    commands: Mapping[str, CommandHandler] | None = None,
+    sender: str | None = None,
+) -> dict[str, Any]:
     """The reply to one raw request; never raises."""
     try:
         request = msgpack.unpackb(request_bytes, raw=False, max_ext_len=0, strict_map_key=True)
@@ -59,7 +66,15 @@ def answer(request_bytes: bytes, status: StatusProvider) -> dict[str, Any]:
         except Exception as exc:
             log.exception("status failed")
             return {"ok": False, "error": f"status failed: {exc}"}
-    return {"ok": False, "error": f"unknown cmd {command!r}; known: ping, status"}
+    handler = (commands or {}).get(command) if isinstance(command, str) else None
+    if handler is None:
+        known = ", ".join(["ping", "status", *(commands or {})])
+        return {"ok": False, "error": f"unknown cmd {command!r}; known: {known}"}
+    try:
+        return handler(request, sender)
+    except Exception as exc:
+        log.exception("control command %s failed", command)
+        return {"ok": False, "error": f"{command} failed: {exc}"}
 
 
 class ControlServer:
@@ -77,7 +92,9 @@ class ControlServer:
         *,
         certificate: Certificate | None = None,
         on_refused: RefusalHandler | None = None,
+        commands: Mapping[str, CommandHandler] | None = None,
     ) -> None:
+        self._commands = dict(commands or {})
         self._socket = context.socket(zmq.ROUTER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
@@ -118,7 +135,7 @@ class ControlServer:
                 if self._monitor in events:
                     self._handshake_failed(recv_monitor_message(self._monitor))
                 if self._socket in events:
-                    self._reply(self._socket.recv_multipart())
+                    self._reply(self._socket.recv_multipart(copy=False))
         finally:
             self._socket.disable_monitor()
             self._monitor.close(linger=0)
@@ -129,15 +146,16 @@ class ControlServer:
             endpoint = event["endpoint"].decode(errors="replace")
             self._on_refused(endpoint, HANDSHAKE_REFUSED)
 
-    def _reply(self, parts: list[bytes]) -> None:
+    def _reply(self, frames: list[zmq.Frame]) -> None:
         """Answer one routed request: [peer identity..., b"", request]."""
+        parts = [frame.bytes for frame in frames]
         if b"" not in parts:
             log.debug("control: ignored a message without a REQ envelope")
             return
         split = parts.index(b"")
         envelope, body = parts[:split], parts[split + 1 :]
         if len(body) == 1:
-            reply = answer(body[0], self._status)
+            reply = answer(body[0], self._status, self._commands, _sender(frames[-1]))
         else:
             reply = {"ok": False, "error": "request must be a single-part message"}
         try:
@@ -234,6 +252,12 @@ class ControlClient:
     def status(self, timeout: float | None = None) -> DaemonStatus:
         return parse_status(self.request({"cmd": "status"}, timeout), self.endpoint)
 
+    def end(self, acquisition: str, how: str, timeout: float | None = None) -> None:
+        """Stop or abort (``how``) an open acquisition; ControlError with the reason."""
+        reply = self.request({"cmd": how, "acquisition": acquisition}, timeout)
+        if not reply.get("ok"):
+            raise ControlError(f"{how} {acquisition!r} refused: {reply.get('error')}")
+
     def wait_for_status(
         self, predicate: Callable[[DaemonStatus], bool], timeout: float, interval: float = 0.05
     ) -> DaemonStatus:
@@ -297,6 +321,15 @@ class ControlClient:
         entry = status.entry(acquisition)
         assert entry is not None
         return entry
+
+
+def _sender(frame: zmq.Frame) -> str | None:
+    """The authenticated CURVE key of a request (None without CURVE)."""
+    try:
+        key = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return key if isinstance(key, str) and key else None
 
 
 def parse_status(reply: Mapping[str, Any], endpoint: str) -> DaemonStatus:
