@@ -18,10 +18,12 @@ from framesink import MetaData, Publisher, PublishError
 
 from ..helpers import (
     DaemonProcess,
+    frames_parts,
     pattern,
     read_metadata,
     read_tiff,
     run_framesink,
+    start_parts,
     start_tyx,
     validate_ome,
 )
@@ -465,3 +467,35 @@ def test_direct_io_is_on_by_default_and_can_be_turned_off(
     assert entry is not None
     assert (entry.complete, entry.direct_io) == (True, direct)
     np.testing.assert_array_equal(read_tiff(daemon.data_root / "d/d.ome.tiff")[1], frames)
+
+
+def test_a_refused_start_is_answerable_by_its_id_from_any_language(
+    start_daemon: StartDaemon,
+) -> None:
+    """Operating, item 5: a refused start was invisible to its publisher."""
+    daemon = start_daemon(socket="pull")
+    with zmq.Context() as context, context.socket(zmq.PUSH) as push:
+        push.setsockopt(zmq.LINGER, 2000)
+        push.connect(daemon.ingest[0])
+        push.send_multipart(start_parts("refused", output_path="/absolute"))
+        push.send_multipart(frames_parts("refused", 1, 0, 1, frame_bytes=32))
+    daemon.wait_for(lambda s: s.counters.orphan_messages == 1)
+    with zmq.Context() as context, context.socket(zmq.REQ) as request:
+        request.setsockopt(zmq.RCVTIMEO, 5000)
+        request.connect(daemon.control)
+        request.send(msgpack.packb({"cmd": "status", "acquisition": "refused"}))
+        reply = msgpack.unpackb(request.recv())
+    assert reply["ok"] is True
+    entry = reply["acquisition"]
+    assert (entry["state"], entry["refusal"]) == ("refused", "bad_output")
+    assert "must be relative to the data root" in entry["error"]
+    assert daemon.client.acquisition("never") is None
+
+    with (
+        Publisher(daemon.ingest, kind="push", control=daemon.control) as publisher,
+        pytest.raises(PublishError, match="refused acquisition 'again': bad_output"),
+    ):
+        publisher.start(
+            "again", {"axes": "TYX"}, output_path="/abs", output_name="x",
+            dtype="uint8", frame_shape=(4, 4), confirm=True,
+        )  # fmt: skip

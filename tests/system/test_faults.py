@@ -186,7 +186,7 @@ def test_error_policy_rejects_a_taken_folder(start_daemon: StartDaemon) -> None:
     (rejection,) = [e for e in status.recent_errors if e.reason == "bad_output"]
     assert "already holds" in rejection.detail
     assert rejection.acquisition == "two"
-    daemon.wait_for(lambda s: s.counters.late_messages == 1)
+    daemon.wait_for(lambda s: s.counters.orphan_messages == 1)  # the start never was
     assert (daemon.data_root / "same/metadata.json").read_text() == before
     assert not (daemon.data_root / "same_1").exists()
 

@@ -275,6 +275,11 @@ class Router:
         self.open.pop(acquisition, None)
         self._remember(acquisition, AcquisitionState.FAILED)
 
+    def refuse(self, acquisition: str) -> None:
+        """Forget an acquisition whose start was refused: it never was, so later
+        messages for it are orphans."""
+        self.open.pop(acquisition, None)
+
     # -- message kinds ---------------------------------------------------------------
     def _start(self, header: StartHeader, now: float, sender: str | None) -> list[Action]:
         if header.acquisition in self.open:

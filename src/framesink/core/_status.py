@@ -26,6 +26,8 @@ class AcquisitionState(StrEnum):
     OPEN = "open"
     FINISHED = "finished"
     FAILED = "failed"
+    REFUSED = "refused"
+    """Its start was refused (``refusal`` says why); nothing was written."""
 
 
 class Counter(StrEnum):
@@ -107,6 +109,31 @@ class AcquisitionEntry(BaseModel):
     rejected_messages: int = 0
     idle_s: float | None = None
     idle_timeout: float | None = None
+    refusal: str | None = None
+    """Why its start was refused (the reason code), for state ``refused``."""
+
+    @classmethod
+    def refused(cls, acquisition: str, reason: str, detail: str, when: str) -> AcquisitionEntry:
+        """The entry of a start the daemon refused."""
+        return cls(
+            acquisition=acquisition,
+            state=AcquisitionState.REFUSED,
+            path="",
+            frames_written=0,
+            frames_missing=0,
+            frames_dropped=0,
+            messages_lost=0,
+            bytes_written=0,
+            direct_io=False,
+            queued_bytes=0,
+            frames_discarded_after_error=0,
+            frames_per_s=None,
+            started=when,
+            complete=False,
+            reason=None,
+            error=detail,
+            refusal=reason,
+        )
 
 
 class Rejection(BaseModel):

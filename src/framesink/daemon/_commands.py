@@ -1,4 +1,5 @@
-"""Control commands beside ``ping`` and ``status``: ``stop`` and ``abort`` by id.
+"""Control commands beside ``ping`` and the daemon's ``status``: ``stop`` and ``abort``
+by id, and ``status`` of one acquisition by id (refused starts included).
 
 An operator ends a stuck acquisition as its publisher's stop or abort message would;
 with CURVE only the key that started it, or a key listed in ``curve_admins``, may.
@@ -27,7 +28,18 @@ def control_commands(dispatcher: Dispatcher, security: Security) -> dict[str, Co
 
         return command
 
-    return {"stop": end(FinishReason.STOP), "abort": end(FinishReason.ABORT)}
+    def status_of(request: Mapping[str, Any], sender: str | None) -> dict[str, Any]:
+        name = request.get("acquisition")
+        entry = dispatcher.entry_of(name) if isinstance(name, str) else None
+        if entry is None:
+            return {"ok": False, "error": f"no recent acquisition {name!r}"}
+        return {"ok": True, "acquisition": entry.model_dump(mode="json")}
+
+    return {
+        "stop": end(FinishReason.STOP),
+        "abort": end(FinishReason.ABORT),
+        "status": status_of,
+    }
 
 
 def _end(

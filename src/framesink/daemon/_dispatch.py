@@ -34,6 +34,7 @@ from ..core import (
     SinkFactory,
     SinkSpec,
     Skip,
+    StartHeader,
     StorageOptions,
     Write,
     decode,
@@ -165,6 +166,8 @@ class Dispatcher:
                     message = Message(message.topic, header, memoryview(b""))
             self._apply(self.router.route(message, time.monotonic(), sender), lease)
         except Exception as exc:  # noqa: BLE001 - RefusalError or a bug: _reject counts and logs it
+            if isinstance(exc, RefusalError) and isinstance(message.header, StartHeader):
+                self.sessions.note_refused(message.header.acquisition, exc)
             self._reject(exc)
         finally:
             if lease is not None:  # a lease no writer took is freed now
@@ -199,25 +202,10 @@ class Dispatcher:
             lease.release()
         return True
 
-    def expire(self, now: float) -> None:
-        with self._lock:
-            self._apply(self.router.expire(now))
-
     def pause_clock(self, seconds: float) -> None:
         """The daemon was not reading for ``seconds``: that was not the publishers' idleness."""
         with self._lock:
             self.router.extend_deadlines(seconds)
-
-    def finish_all(self, reason: FinishReason) -> None:
-        with self._lock:
-            self._apply(self.router.finish_all(reason))
-
-    def fail_all(self, error: str) -> int:
-        """End every open acquisition as failed; return how many."""
-        with self._lock:
-            actions = self.router.fail_all(error)
-            self._apply(actions)
-            return len(actions)
 
     def _apply(self, actions: Sequence[Action], lease: RingLease | None = None) -> None:
         """Carry out the router's actions; a Write's pixels may lie in ``lease``."""
@@ -301,8 +289,9 @@ class Dispatcher:
         log.info("acquisition %s started -> %s", action.acquisition, sink.progress().path)
 
     def _refuse_start(self, action: Open, error: RefusalError) -> None:
-        self.router.fail(action.acquisition)
+        self.router.refuse(action.acquisition)
         self.counters.add(Counter.ACQUISITIONS_REJECTED)
+        self.sessions.note_refused(action.acquisition, error)
         self.counters.reject(error)
 
     def _write(self, session: Session, action: Write, lease: RingLease | None) -> None:
@@ -349,6 +338,11 @@ class Dispatcher:
             if not session.join(max(0.0, deadline - time.monotonic())):
                 log.error("acquisition %s did not finish writing in time", session.acquisition)
         self.reap()
+
+    def entry_of(self, name: str) -> AcquisitionEntry | None:
+        """The newest entry of ``name`` (open, finished, failed or refused)."""
+        with self._lock:
+            return self.sessions.entry_of(name, self.router.describe_open(time.monotonic()))
 
     def entries(self) -> tuple[list[AcquisitionEntry], list[AcquisitionEntry]]:
         """Status entries: (live sessions, recently finished); call with the lock held."""

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 import weakref
+from functools import partial
 from typing import Any
 
 import zmq
@@ -21,6 +22,7 @@ from ..core import (
     Counter,
     DaemonStatus,
     FinishReason,
+    Router,
     RunState,
     SinkFactory,
     __version__,
@@ -170,7 +172,7 @@ class Daemon:
         try:
             self._drain_socket()
             self.endpoints.close_sources()
-            self.dispatcher.finish_all(FinishReason.SHUTDOWN)
+            self.dispatcher.act(lambda router: router.finish_all(FinishReason.SHUTDOWN))
             self.dispatcher.join(JOIN_S)
         finally:
             with self.dispatcher.locked():
@@ -233,7 +235,7 @@ class Daemon:
             cycle_started = now
             if drained and not stalled:
                 # Messages still waiting in the socket are not idleness.
-                self.dispatcher.expire(now)
+                self.dispatcher.act(partial(Router.expire, now=now))
             if now >= next_housekeeping:
                 self._housekeeping()
                 next_housekeeping = now + HOUSEKEEPING_S
@@ -295,7 +297,8 @@ class Daemon:
         disk = self.dispatcher.disk
         if not disk.measure():
             return
-        failed = self.dispatcher.fail_all(f"disk almost full: {disk.free_bytes} bytes free")
+        error = f"disk almost full: {disk.free_bytes} bytes free"
+        failed = len(self.dispatcher.act(lambda router: router.fail_all(error)))
         if failed:
             log.error(
                 "only %d bytes free on %s: finalized %d open acquisitions",

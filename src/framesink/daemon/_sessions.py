@@ -5,16 +5,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
-from ..core import AcquisitionEntry, AcquisitionState, Counter, OpenAcquisition
+from ..core import (
+    AcquisitionEntry,
+    AcquisitionState,
+    Counter,
+    OpenAcquisition,
+    RefusalError,
+    utc_now,
+)
 from ._counters import Counters
 from ._session import Session
 
 log = logging.getLogger(__name__)
 
 RECENT_FINISHED = 50
+RECENT_REFUSED = 1000
+"""Refused starts remembered by id, for publishers that ask why (bounded)."""
 
 
 class Sessions:
@@ -27,10 +36,32 @@ class Sessions:
         self.live: list[Session] = []
         self.receiving: dict[str, Session] = {}
         self.recent: deque[AcquisitionEntry] = deque(maxlen=RECENT_FINISHED)
+        self.refused: OrderedDict[str, AcquisitionEntry] = OrderedDict()
 
     def add(self, session: Session) -> None:
         self.live.append(session)
         self.receiving[session.acquisition] = session
+
+    def note_refused(self, name: str, error: RefusalError) -> None:
+        """Keep a refused start's reason by id, for its publisher to ask for (a second
+        start of an open id is not kept: the id's open run stays what it shows)."""
+        if error.reason == "duplicate_start":
+            return
+        entry = AcquisitionEntry.refused(name, error.reason, error.detail, utc_now())
+        self.refused.pop(entry.acquisition, None)
+        self.refused[entry.acquisition] = entry
+        while len(self.refused) > RECENT_REFUSED:
+            self.refused.popitem(last=False)
+
+    def entry_of(
+        self, name: str, open_acquisitions: list[OpenAcquisition]
+    ) -> AcquisitionEntry | None:
+        """The newest entry of ``name``: live, recently finished or refused."""
+        live, recent = self.entries(open_acquisitions)
+        candidates = [e for e in [*live, *recent] if e.acquisition == name]
+        if name in self.refused:
+            candidates.append(self.refused[name])
+        return max(candidates, key=lambda entry: entry.started, default=None)
 
     def stop_receiving(self, session: Session) -> bool:
         """The acquisition takes no more messages; False if another run already took over."""

@@ -58,6 +58,8 @@ def answer(
     if not isinstance(request, dict):
         return {"ok": False, "error": "request must be a msgpack map like {'cmd': 'status'}"}
     command = request.get("cmd")
+    if command == "status" and "acquisition" in request and commands and "status" in commands:
+        return commands["status"](request, sender)
     if command == "ping":
         return {"ok": True, "version": __version__}
     if command == "status":
@@ -67,8 +69,8 @@ def answer(
             log.exception("status failed")
             return {"ok": False, "error": f"status failed: {exc}"}
     handler = (commands or {}).get(command) if isinstance(command, str) else None
-    if handler is None:
-        known = ", ".join(["ping", "status", *(commands or {})])
+    if handler is None or command == "status":
+        known = ", ".join(dict.fromkeys(["ping", "status", *(commands or {})]))
         return {"ok": False, "error": f"unknown cmd {command!r}; known: {known}"}
     try:
         return handler(request, sender)
@@ -252,6 +254,17 @@ class ControlClient:
     def status(self, timeout: float | None = None) -> DaemonStatus:
         return parse_status(self.request({"cmd": "status"}, timeout), self.endpoint)
 
+    def acquisition(self, name: str, timeout: float | None = None) -> AcquisitionEntry | None:
+        """The daemon's newest entry for ``name`` (open, finished, failed, or refused with
+        its reason), or None when it knows no recent acquisition of that id."""
+        reply = self.request({"cmd": "status", "acquisition": name}, timeout)
+        if not reply.get("ok"):
+            return None
+        try:
+            return AcquisitionEntry.model_validate(reply.get("acquisition"))
+        except ValidationError as exc:
+            raise ControlError(f"malformed entry from {self.endpoint}: {exc}") from None
+
     def end(self, acquisition: str, how: str, timeout: float | None = None) -> None:
         """Stop or abort (``how``) an open acquisition; ControlError with the reason."""
         reply = self.request({"cmd": how, "acquisition": acquisition}, timeout)
@@ -272,34 +285,61 @@ class ControlClient:
                 return status
             time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
 
-    def confirm_started(self, names: Collection[str], before: DaemonStatus, timeout: float) -> None:
+    def known_entries(self, names: Collection[str]) -> dict[str, str]:
+        """When each of ``names`` started, as far as the daemon knows it now (refused
+        starts included): taken before a start, so that only a newer entry confirms it."""
+        known = {}
+        for name in names:
+            entry = self.acquisition(name)
+            if entry is not None:
+                known[name] = entry.started
+        return known
+
+    def confirm_started(
+        self,
+        names: Collection[str],
+        before: DaemonStatus,
+        timeout: float,
+        known: Mapping[str, str] | None = None,
+    ) -> None:
         """Wait until the daemon shows every acquisition in ``names`` started after the
-        status ``before`` (an entry of an earlier run of the same id does not count);
-        ControlError naming the reason if it refused one."""
+        status ``before`` and the entries ``known`` then (see :meth:`known_entries`):
+        an entry of an earlier run of the same id does not count. ControlError naming
+        the reason if it refused one."""
         earlier = {(entry.acquisition, entry.started) for entry in before.acquisitions}
+        earlier |= set((known or {}).items())
+        deadline = time.monotonic() + timeout
+        waiting = set(names)
+        while waiting:
+            for name in sorted(waiting):
+                entry = self.acquisition(name, timeout=max(0.1, deadline - time.monotonic()))
+                if entry is None or (name, entry.started) in earlier:
+                    continue
+                if entry.state is AcquisitionState.REFUSED:
+                    raise ControlError(
+                        f"framesink refused acquisition {name!r}: {entry.refusal}: {entry.error}"
+                    )
+                waiting.discard(name)
+            if not waiting:
+                return
+            for error in self._refusals_since(before, waiting):
+                raise ControlError(
+                    f"framesink refused acquisition {error.acquisition!r}: "
+                    f"{error.reason}: {error.detail}"
+                )
+            if time.monotonic() >= deadline:
+                raise ControlError(
+                    f"the daemon did not show {', '.join(sorted(waiting))} within {timeout:g} s"
+                )
+            time.sleep(0.02)
 
-        def shown(status: DaemonStatus, name: str) -> bool:
-            return any(
-                entry.acquisition == name and (name, entry.started) not in earlier
-                for entry in status.acquisitions
-            )
-
-        def refused(status: DaemonStatus) -> list[Rejection]:
-            return [
-                error
-                for error in status.recent_errors
-                if error.acquisition in names and error not in before.recent_errors
-            ]
-
-        status = self.wait_for_status(
-            lambda s: all(shown(s, name) for name in names) or bool(refused(s)),
-            timeout,
-        )
-        for error in refused(status)[:1]:
-            raise ControlError(
-                f"framesink refused acquisition {error.acquisition!r}: "
-                f"{error.reason}: {error.detail}"
-            )
+    def _refusals_since(self, before: DaemonStatus, names: Collection[str]) -> list[Rejection]:
+        """Rejections naming ``names`` since ``before`` (a second start of an open id)."""
+        return [
+            error
+            for error in self.status().recent_errors
+            if error.acquisition in names and error not in before.recent_errors
+        ]
 
     def wait_for_acquisition(self, acquisition: str, timeout: float) -> AcquisitionEntry:
         """Wait until the daemon reports ``acquisition`` finished or failed; return its entry.

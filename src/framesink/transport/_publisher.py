@@ -144,7 +144,9 @@ class Publisher:
         ring = self._ring_token()
         if self._ring_socket is None:
             self.wait_for_subscribers(1, subscriber_timeout)
-        before = self._status() if (ring is not None if confirm is None else confirm) else None
+        confirming = ring is not None if confirm is None else confirm
+        before = self._status() if confirming else None
+        known = self._known([acquisition]) if confirming else None
         dump = (
             metadata.model_dump(mode="json") if isinstance(metadata, MetaData) else dict(metadata)
         )
@@ -162,7 +164,7 @@ class Publisher:
         )
         self.send([self.topic, pack_header(header)])
         if before is not None:
-            self._confirm(acquisition, before, confirm_timeout or self.send_timeout)
+            self._confirm(acquisition, before, confirm_timeout or self.send_timeout, known)
         return PublishedAcquisition(self, acquisition, np.dtype(dtype), tuple(frame_shape))
 
     def _status(self) -> DaemonStatus:
@@ -173,10 +175,23 @@ class Publisher:
         except ControlError as exc:
             raise PublishError(str(exc)) from None
 
-    def _confirm(self, acquisition: str, before: DaemonStatus, timeout: float) -> None:
+    def _known(self, names: list[str]) -> dict[str, str]:
         assert self.control_client is not None
         try:
-            self.control_client.confirm_started([acquisition], before, timeout)
+            return self.control_client.known_entries(names)
+        except ControlError as exc:
+            raise PublishError(str(exc)) from None
+
+    def _confirm(
+        self,
+        acquisition: str,
+        before: DaemonStatus,
+        timeout: float,
+        known: Mapping[str, str] | None,
+    ) -> None:
+        assert self.control_client is not None
+        try:
+            self.control_client.confirm_started([acquisition], before, timeout, known)
         except ControlError as exc:
             raise PublishError(str(exc)) from None
 
