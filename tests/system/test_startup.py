@@ -137,3 +137,50 @@ def test_a_daemon_stopped_by_sigterm_leaves_no_socket_files(
     assert all(path.exists() for path in files)
     assert daemon.stop() == 0
     assert [path for path in files if path.exists()] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--idle-timeout", "-5"], ["setting idle_timeout = -5.0", "flag --idle-timeout"]),
+        (["--metrics", "9464"], ["setting metrics", "flag --metrics", "HOST:PORT"]),
+        (["--log-level", "verbose"], ["setting log_level", "'DEBUG', 'INFO'"]),
+        (["--queue-bytes", "lots"], ["setting queue_bytes", "flag --queue-bytes"]),
+        (["--curve-server-key", "/tmp/x"], ["curve_server_key and curve_clients go together"]),
+    ],
+)
+def test_configuration_errors_are_in_framesinks_words(
+    tmp_path: Path, args: list[str], words: list[str]
+) -> None:
+    """Operating, item 4: pydantic's internals ("1 validation error for _FromFile")."""
+    result = run_framesink(
+        "serve", "--data-root", str(tmp_path), *args, env={"FRAMESINK_CONFIG": ""}
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "pydantic" not in result.stderr
+    assert "_FromFile" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.strip()]
+    assert line.startswith("framesink: bad configuration: ")
+    for word in words:
+        assert word in line
+
+
+def test_a_bad_value_in_the_config_file_names_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "framesink.toml"
+    config.write_text(f'data_root = "{tmp_path}"\n\nidle_timeout = -3\n')
+    result = run_framesink("serve", "--config", str(config))
+    assert result.returncode == 2
+    assert f"setting idle_timeout = -3 ({config}, line 3)" in result.stderr
+
+
+def test_a_plain_string_in_a_list_valued_environment_variable_is_one_element(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from framesink.daemon import load_settings
+
+    monkeypatch.setenv("FRAMESINK_CONFIG", "")
+    monkeypatch.setenv("FRAMESINK_BIND", "tcp://127.0.0.1:5999")
+    assert load_settings(data_root=tmp_path).bind == ["tcp://127.0.0.1:5999"]
+    monkeypatch.setenv("FRAMESINK_BIND", '["tcp://127.0.0.1:5998", "ipc:///tmp/x"]')
+    assert load_settings(data_root=tmp_path).bind == ["tcp://127.0.0.1:5998", "ipc:///tmp/x"]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ByteSize, Field, field_validator, model_validator
+from pydantic import ByteSize, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,6 +16,7 @@ from pydantic_settings import (
 
 from ..core import ExistsPolicy
 from ..transport import RingLimits
+from ._config_errors import ENV_PREFIX, LenientEnvSource, explain
 from ._metrics import parse_address
 
 SYSTEM_CONFIG = Path("/etc/framesink/framesink.toml")
@@ -167,7 +168,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        lenient_env = LenientEnvSource(settings_cls, env_prefix=ENV_PREFIX, case_sensitive=False)
+        return (init_settings, lenient_env, TomlConfigSettingsSource(settings_cls))
 
 
 def config_file(explicit: str | Path | None) -> Path | None:
@@ -189,7 +191,10 @@ def load_settings(config: str | Path | None = None, **overrides: Any) -> Setting
     class _FromFile(Settings):
         model_config = SettingsConfigDict(toml_file=path)
 
-    return Settings.model_validate(_FromFile(**given).model_dump())
+    try:
+        return Settings.model_validate(_FromFile(**given).model_dump())
+    except ValidationError as exc:
+        raise explain(exc, given, path) from None
 
 
 def ring_limits(settings: Settings) -> RingLimits:
