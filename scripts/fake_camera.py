@@ -15,10 +15,12 @@ from framesink import Publisher, PublishError
 from framesink.cli import SyntheticCamera, publish_synthetic
 
 
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The description as written, and every option's default."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Help)
     parser.add_argument("--endpoint", default="tcp://127.0.0.1:5555", help="daemon ingest endpoint")
     parser.add_argument(
         "--kind",
@@ -31,15 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--topic", default="camera", help="message topic")
     parser.add_argument("--shape", type=int, nargs="+", default=[512, 512], help="Y X [S]")
-    parser.add_argument("--dtype", default="uint16")
+    parser.add_argument("--dtype", default="uint16", help="pixel type")
     parser.add_argument(
         "--rate", type=float, default=100.0, help="frames per second (0: as fast as possible)"
     )
-    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--count", type=int, default=1000, help="frames to send")
     parser.add_argument("--chunk", type=int, default=1, help="frames per message")
-    parser.add_argument("--acquisition", default=f"synthetic-{int(time.time())}")
-    parser.add_argument("--output-path", default="synthetic")
-    parser.add_argument("--output-name", default="camera")
+    parser.add_argument(
+        "--acquisition", default=f"synthetic-{int(time.time())}", help="acquisition id"
+    )
+    parser.add_argument("--output-path", default="synthetic", help="folder under the data root")
+    parser.add_argument("--output-name", default="camera", help="file name stem")
     parser.add_argument(
         "--control",
         default="tcp://127.0.0.1:5556",

@@ -184,3 +184,39 @@ def test_a_plain_string_in_a_list_valued_environment_variable_is_one_element(
     assert load_settings(data_root=tmp_path).bind == ["tcp://127.0.0.1:5999"]
     monkeypatch.setenv("FRAMESINK_BIND", '["tcp://127.0.0.1:5998", "ipc:///tmp/x"]')
     assert load_settings(data_root=tmp_path).bind == ["tcp://127.0.0.1:5998", "ipc:///tmp/x"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["demo", "--dtype", "float16"], "framesink demo: error: argument --dtype: invalid choice"),
+        (["demo", "--frames", "0"], "framesink demo: error: argument --frames: must be at least 1"),
+        (["serve", "--bogus"], "framesink serve: error: unrecognized arguments: --bogus"),
+        (["status", "--bogus"], "framesink status: error: unrecognized arguments: --bogus"),
+    ],
+)
+def test_command_line_errors_name_the_subcommand(args: list[str], expected: str) -> None:
+    """Operating, item 8: a traceback, a silent exit 1, or the top-level usage."""
+    result = run_framesink(*args, timeout=BOUND_S)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith(expected)
+    assert result.stderr.startswith(f"usage: framesink {args[0]}")
+
+
+def test_every_option_says_what_it_is() -> None:
+    """Operating, item 8: options without help text or default."""
+    import argparse
+
+    from framesink.cli._main import _parser
+
+    _, subcommands = _parser()
+    silent = [
+        f"{name} {'/'.join(action.option_strings)}"
+        for name, parser in subcommands.items()
+        for action in parser._actions
+        if action.option_strings
+        and not isinstance(action, argparse._HelpAction)
+        and not action.help
+    ]
+    assert silent == []

@@ -6,13 +6,13 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from ..core import __version__
+from ..core import SUPPORTED_DTYPES, __version__
 from ..daemon import Daemon, Settings, StartupError, load_settings
 from ..formats import recover
 from ..store import RecoveryError
@@ -35,7 +35,8 @@ DESCRIPTION = (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentParser]]:
+    """The command's parser and each subcommand's own (for its usage on an error)."""
     parser = argparse.ArgumentParser(prog="framesink", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"framesink {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -77,8 +78,12 @@ def _parser() -> argparse.ArgumentParser:
         "--curve-clients", type=Path, help="directory of allowed clients' certificates (*.key)"
     )
     serve.add_argument("--metrics", help="HOST:PORT for Prometheus metrics, e.g. 127.0.0.1:9464")
-    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    serve.add_argument("--log-format", choices=["text", "json"])
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        help="text lines, or one JSON object a line for log collectors (default text)",
+    )
 
     status = commands.add_parser("status", help="show a running daemon's status")
     _control_arguments(status)
@@ -109,20 +114,48 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "-d", "--data-root", type=Path, help="where to write (default: a new temporary folder)"
     )
-    demo.add_argument("--frames", type=int, default=200)
-    demo.add_argument("--shape", type=int, nargs=2, default=[512, 512], metavar=("Y", "X"))
-    demo.add_argument("--dtype", default="uint16")
+    demo.add_argument(
+        "--frames", type=_positive, default=200, help="frames to acquire (default 200)"
+    )
+    demo.add_argument(
+        "--shape",
+        type=_positive,
+        nargs=2,
+        default=[512, 512],
+        metavar=("Y", "X"),
+        help="frame height and width in pixels (default 512 512)",
+    )
+    demo.add_argument(
+        "--dtype",
+        default="uint16",
+        choices=sorted(SUPPORTED_DTYPES),
+        help="pixel type (default uint16)",
+    )
     demo.add_argument(
         "--rate", type=float, default=100.0, help="frames per second (0: as fast as possible)"
     )
     demo.add_argument(
         "--curve", action="store_true", help="authenticate with fresh CURVE keys (a secured run)"
     )
-    return parser
+    return parser, commands.choices
+
+
+def _positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1; got {number}")
+    return number
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = _parser().parse_args(argv)
+    parser, subcommands = _parser()
+    arguments, unknown = parser.parse_known_args(argv)
+    if unknown:  # the subcommand's own usage, not the top level's
+        subcommands[arguments.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handler = {
         "serve": _serve,
         "status": _status,
