@@ -499,3 +499,27 @@ def test_a_refused_start_is_answerable_by_its_id_from_any_language(
             "again", {"axes": "TYX"}, output_path="/abs", output_name="x",
             dtype="uint8", frame_shape=(4, 4), confirm=True,
         )  # fmt: skip
+
+
+def test_stop_wait_says_what_really_happened(start_daemon: StartDaemon) -> None:
+    """Operating, item 5: stop(wait=10) waited 10 s and said only "did not finish"."""
+    import time
+
+    daemon = start_daemon(socket="pull")
+    with Publisher(daemon.ingest, kind="push", control=daemon.control) as publisher:
+        refused = publisher.start(
+            "nowhere", {"axes": "TYX"}, output_path="/abs", output_name="x",
+            dtype="uint8", frame_shape=(4, 4),
+        )  # fmt: skip
+        began = time.monotonic()
+        with pytest.raises(PublishError, match="refused acquisition 'nowhere' at its start"):
+            refused.stop(wait=10)
+        assert time.monotonic() - began < 5
+
+        running = start_tyx(publisher, "alive", dtype="uint8", frame_shape=(4, 4))
+        running.send(pattern(2, (4, 4), "uint8"))
+        daemon.wait_for(lambda s: (e := s.entry("alive")) is not None and e.frames_written == 2)
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait(10)
+        with pytest.raises(PublishError, match=r"stopped answering .* \(after \d+\.\d s\)"):
+            running.stop(wait=2)

@@ -202,3 +202,15 @@ def test_backpressure_time_does_not_count_as_idle() -> None:
     router.extend_deadlines(10)
     assert router.expire(14) == []
     assert router.expire(15) == [Finish("a", FinishReason.TIMEOUT, None)]
+
+
+def test_a_refused_frames_message_is_not_a_lost_one() -> None:
+    """Operating, item 5: a message refused for its payload size counted as messages_lost."""
+    router = Router()
+    router.route(_start(), 0)
+    short = decode(frames_parts("a", 3, 0, 1, frame_bytes=FRAME, payload=b"x"))
+    with pytest.raises(RefusalError, match="payload_size"):
+        router.route(short, 1)
+    actions = router.route(_frames("a", 4, 0, 1), 2)
+    assert actions[0] == SeqGap("a", 2), "seqs 1 and 2 never arrived; 3 did, and was refused"
+    assert router.route(_frames("a", 5, 1, 1), 3)[0] != SeqGap("a", 2)

@@ -88,6 +88,8 @@ class _Acquisition:
     next_index: int = 0
     last_activity: float = 0.0
     seq_gaps: int = 0
+    unreported_gap: int = 0
+    """Messages missed before a message that arrived but was refused (reported next)."""
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,32 @@ class Router:
             raise ValueError("a run's messages must follow each other")
         count = last.index + last.count - first.index
         missed = self._check_seq(name, acquisition, first.seq)
-        _check_frames(run, acquisition, payload, self.max_gap_bytes)
+        try:
+            _check_frames(run, acquisition, payload, self.max_gap_bytes)
+        except RefusalError:
+            if len(run) == 1:
+                self.take_seq(first, now, sender)
+            raise
         actions = self._advance(name, acquisition, missed, last.seq, now)
         metadata = first.frame_metadata if len(run) == 1 else None
         writes = _frame_actions(
             name, acquisition, first.index, count, payload=payload, metadata=metadata
         )
         return actions + writes
+
+    def take_seq(self, header: FramesHeader, now: float, sender: str | None) -> None:
+        """A message of an open acquisition arrived and was refused for its content (its
+        size, its slot): its ``seq`` counts as received, so the next one is no gap."""
+        acquisition = self.open.get(header.acquisition)
+        if acquisition is None or acquisition.owner != sender:
+            return
+        try:
+            missed = self._check_seq(header.acquisition, acquisition, header.seq)
+        except RefusalError:
+            return
+        acquisition.last_seq = header.seq
+        acquisition.unreported_gap += missed
+        acquisition.last_activity = now
 
     def _owned(self, name: str, kind: str, sender: str | None) -> _Acquisition:
         """The open acquisition ``name`` of ``sender``; RefusalError for any other."""
@@ -201,6 +222,7 @@ class Router:
         self, name: str, acquisition: _Acquisition, missed: int, last_seq: int, now: float
     ) -> list[Action]:
         """Take checked messages up to ``last_seq``; the ``missed`` ones before them are lost."""
+        missed, acquisition.unreported_gap = missed + acquisition.unreported_gap, 0
         acquisition.last_seq = last_seq
         acquisition.seq_gaps += missed
         acquisition.last_activity = now

@@ -159,8 +159,7 @@ class Dispatcher:
             header = message.header
             if isinstance(header, FramesHeader) and header.shm is not None:
                 if header.acquisition in self.router.open:
-                    lease = self.rings.lend(header)
-                    assert lease is not None
+                    lease = self._lend(header, sender)
                     message = Message(message.topic, header, lease.view)
                 else:  # the router refuses it as late or orphan, before its slot matters
                     message = Message(message.topic, header, memoryview(b""))
@@ -172,6 +171,16 @@ class Dispatcher:
         finally:
             if lease is not None:  # a lease no writer took is freed now
                 lease.release()
+
+    def _lend(self, header: FramesHeader, sender: str | None) -> RingLease:
+        """The message's slot; a slot refused still counts the message as received."""
+        try:
+            lease = self.rings.lend(header)
+        except RefusalError:
+            self.router.take_seq(header, time.monotonic(), sender)
+            raise
+        assert lease is not None
+        return lease
 
     def _route_run(self, run: list[FramesHeader], sender: str | None) -> None:
         """Route ring frames messages that follow each other as one run; if the run

@@ -346,21 +346,31 @@ class ControlClient:
 
         This is the end-to-end acknowledgement ZeroMQ does not give: once it returns,
         every message of the acquisition reached the daemon and its files are final.
+        ControlError says what happened otherwise: the start was refused (and why), the
+        daemon stopped answering, or the acquisition is still open (with the time waited).
         """
-
-        def ended(status: DaemonStatus) -> bool:
-            entry = status.entry(acquisition)
-            return entry is not None and entry.state is not AcquisitionState.OPEN
-
-        try:
-            status = self.wait_for_status(ended, timeout)
-        except ControlError:
-            raise ControlError(
-                f"acquisition {acquisition!r} did not finish within {timeout:g} s"
-            ) from None
-        entry = status.entry(acquisition)
-        assert entry is not None
-        return entry
+        began = time.monotonic()
+        deadline = began + timeout
+        entry: AcquisitionEntry | None = None
+        silent_since: float | None = None
+        while True:
+            try:
+                remaining = max(0.1, deadline - time.monotonic())
+                entry = self.acquisition(acquisition, timeout=min(self.timeout, remaining))
+                silent_since = None
+            except ControlError:
+                silent_since = silent_since or time.monotonic()
+            if entry is not None and entry.state is AcquisitionState.REFUSED:
+                raise ControlError(
+                    f"framesink refused acquisition {acquisition!r} at its start: "
+                    f"{entry.refusal}: {entry.error}"
+                )
+            if entry is not None and entry.state is not AcquisitionState.OPEN:
+                return entry
+            now = time.monotonic()
+            if now >= deadline:
+                raise ControlError(_not_finished(acquisition, entry, silent_since, began, now))
+            time.sleep(min(0.05, deadline - now))
 
 
 def _sender(frame: zmq.Frame) -> str | None:
@@ -370,6 +380,28 @@ def _sender(frame: zmq.Frame) -> str | None:
     except zmq.ZMQError:
         return None
     return key if isinstance(key, str) and key else None
+
+
+def _not_finished(
+    acquisition: str,
+    entry: AcquisitionEntry | None,
+    silent_since: float | None,
+    began: float,
+    now: float,
+) -> str:
+    """Why waiting for ``acquisition`` ended without its final entry."""
+    waited = f"after {now - began:.1f} s"
+    if silent_since is not None:
+        return (
+            f"the daemon stopped answering {now - silent_since:.1f} s ago ({waited}): is it "
+            f"running, and with CURVE, are the keys right? {acquisition!r} is not known to be final"
+        )
+    if entry is None:
+        return f"the daemon does not know acquisition {acquisition!r} ({waited}): was it started?"
+    return (
+        f"acquisition {acquisition!r} is still open {waited} "
+        f"({entry.frames_written} frames written)"
+    )
 
 
 def parse_status(reply: Mapping[str, Any], endpoint: str) -> DaemonStatus:
