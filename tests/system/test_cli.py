@@ -238,3 +238,18 @@ def test_framesink_stop_and_abort_end_an_open_acquisition(
         assert read_metadata(daemon.data_root / "stuck")["abort_reason"] == (
             "aborted from the control endpoint"
         )
+
+
+def test_demo_without_a_data_root_says_where_its_data_stays(tmp_path: Path) -> None:
+    """Operating, item 9: each demo left ~100 MiB in /tmp with no word about it."""
+    result = run_framesink(
+        "demo", "--frames", "4", "--shape", "16", "16", "--rate", "0",
+        env={"TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (line,) = [line for line in result.stdout.splitlines() if "stays until you remove it" in line]
+    folder = Path(line.rsplit("rm -r ", 1)[1])
+    assert folder.parent == tmp_path
+    assert (folder / "demo" / "metadata.json").is_file()
+    left = {path.name for path in tmp_path.iterdir()}
+    assert left == {folder.name}, "the sockets and keys of the demo are gone"

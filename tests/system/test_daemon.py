@@ -523,3 +523,16 @@ def test_stop_wait_says_what_really_happened(start_daemon: StartDaemon) -> None:
         daemon.process.wait(10)
         with pytest.raises(PublishError, match=r"stopped answering .* \(after \d+\.\d s\)"):
             running.stop(wait=2)
+
+
+def test_a_push_publisher_against_a_sub_daemon_is_told_why(start_daemon: StartDaemon) -> None:
+    """Operating, item 7: it timed out and nothing suggested --socket pull."""
+    daemon = start_daemon()  # SUB, the default
+    with (
+        Publisher(daemon.ingest, kind="push", control=daemon.control, send_timeout=2) as pub,
+        pytest.raises(PublishError, match=r"daemon's ingest socket is SUB.*--socket pull"),
+    ):
+        pub.start(
+            "mismatch", {"axes": "TYX"}, output_path="m", output_name="m",
+            dtype="uint8", frame_shape=(4, 4), confirm=True, confirm_timeout=1.0,
+        )  # fmt: skip

@@ -68,6 +68,9 @@ def test_metrics_equal_the_status_during_and_after_an_acquisition(
     assert {name: scraped[name] for name in _counters(status)} == _counters(status)
     assert status.counters.frames_missing == 10
     assert scraped['framesink_rejected_messages_total{reason="orphan"}'] == 1
+    assert scraped['framesink_rejected_messages_total{reason="payload_size"}'] == 0, (
+        "every reason has its series from the start"
+    )
     assert scraped["framesink_open_acquisitions"] == 0
     assert scraped["framesink_queued_bytes"] == status.queued_bytes
     assert scraped["framesink_queue_limit_bytes"] == status.queue_limit_bytes

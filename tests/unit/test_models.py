@@ -109,3 +109,22 @@ def test_every_public_name_is_documented() -> None:
         and not inspect.getdoc(obj)
     ]
     assert not undocumented
+
+
+def test_the_rejection_reasons_are_the_documented_ones() -> None:
+    """Metrics show every reason from the start (0 until the first rejection); the list
+    and docs/protocol.md's *Errors* table are one set."""
+    import re
+    from pathlib import Path
+
+    from framesink.core import REJECTION_REASONS
+
+    text = (Path(__file__).parents[2] / "docs/protocol.md").read_text()
+    table = text.split("| reason | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = [
+        code
+        for line in table.splitlines()
+        if (cell := re.match(r"^\| (.+?) \|", line))
+        for code in re.findall(r"`([a-z_]+)`", cell.group(1))
+    ]
+    assert documented == list(REJECTION_REASONS)

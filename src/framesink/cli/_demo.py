@@ -73,7 +73,15 @@ def run_demo(
                 code = daemon.wait(STOP_TIMEOUT_S)
     # The daemon never reuses a folder: a second demo in the same root goes to demo_1, ...
     folder = Path(entry.path).parent if entry else root / "demo"
-    return _report(folder, code)
+    result = _report(folder, code)
+    if data_root is None:
+        print(f"  this demo's data ({_size(root)}) stays until you remove it: rm -r {root}")
+    return result
+
+
+def _size(folder: Path) -> str:
+    total = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    return f"{total / 2**20:.1f} MiB"
 
 
 def _demo_keys(folder: Path) -> tuple[list[str], _DemoKeys]:
@@ -81,7 +89,7 @@ def _demo_keys(folder: Path) -> tuple[list[str], _DemoKeys]:
     server_public, server_secret = write_certificates("server", folder / "server")
     _, camera_secret = write_certificates("camera", folder / "clients")
     flags = ["--curve-server-key", str(server_secret), "--curve-clients", str(folder / "clients")]
-    print(f"CURVE on: server key {server_public}, camera key {camera_secret}", file=sys.stderr)
+    print("CURVE on: fresh keys for this run (removed when it ends)", file=sys.stderr)
     return flags, _DemoKeys(server_public, camera_secret)
 
 

@@ -43,6 +43,7 @@ from ._sink import (
     WriteError,
 )
 from ._status import (
+    REJECTION_REASONS,
     AcquisitionEntry,
     AcquisitionState,
     Counter,
@@ -78,6 +79,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RECOVERY_FAILED_FILE",
     "RECOVERY_FOLDER",
+    "REJECTION_REASONS",
     "RELEASE_RECORD_BYTES",
     "RESERVED_METADATA_KEY",
     "SLOT_ALIGNMENT",

@@ -54,6 +54,40 @@ class Counter(StrEnum):
     ACQUISITIONS_REJECTED = "acquisitions_rejected"
 
 
+REJECTION_REASONS = (
+    "bad_multipart",
+    "not_msgpack",
+    "header_not_map",
+    "header_too_large",
+    "bad_version",
+    "bad_type",
+    "bad_start",
+    "bad_frames",
+    "bad_stop",
+    "bad_abort",
+    "missing_payload",
+    "unexpected_payload",
+    "payload_size",
+    "orphan",
+    "late_message",
+    "duplicate_start",
+    "too_many_open",
+    "volume_too_large",
+    "seq_backwards",
+    "seq_too_far",
+    "gap_too_large",
+    "key_revoked",
+    "not_owner",
+    "bad_shm",
+    "shm_in_use",
+    "acquisition_failed",
+    "bad_format",
+    "bad_output",
+    "internal_error",
+)
+"""Every reason a message is rejected with (docs/protocol.md, *Errors*, lists the same)."""
+
+
 class CounterValues(BaseModel):
     """The value of every :class:`Counter`, plus rejected messages by reason code."""
 

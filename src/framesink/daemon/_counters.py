@@ -126,14 +126,20 @@ class Counters:
             )
             state.suppressed = 0
 
-    def peer_disconnected(self, endpoint: str, max_message_bytes: int) -> None:
+    def peer_disconnected(self, endpoint: str, max_message_bytes: int, quiet: bool) -> None:
+        """Count a disconnect; log it unless its handshake failure was already reported.
+
+        ZeroMQ does not say why a peer went: a publisher closing its socket and one whose
+        message was larger than the socket allows look the same, so the size is logged at
+        debug level only (docs/operations.md has the symptom).
+        """
         self.add(Counter.PEER_DISCONNECTS)
-        log.info(
-            "publisher %s disconnected; if it did not close its socket, it may have sent a "
-            "message larger than this socket allows (%d bytes: max_message_bytes, or "
-            "max_header_bytes on the ring publishers' socket), which ZeroMQ drops together "
-            "with the connection",
-            endpoint,
+        if quiet:
+            return
+        log.info("publisher %s disconnected", endpoint)
+        log.debug(
+            "(a publisher still sending is disconnected by ZeroMQ if a message is larger "
+            "than %d bytes: max_message_bytes, or max_header_bytes on the ring socket)",
             max_message_bytes,
         )
 

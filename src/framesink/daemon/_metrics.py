@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..core import AcquisitionState, Counter, DaemonStatus, FramesinkError
+from ..core import REJECTION_REASONS, AcquisitionState, Counter, DaemonStatus, FramesinkError
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,8 @@ class _StatusCollector(Collector):
         rejected = CounterMetricFamily(
             f"{PREFIX}_rejected_messages", "Messages not applied, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(counters.rejected_by_reason.items()):
+        by_reason = dict.fromkeys(REJECTION_REASONS, 0) | counters.rejected_by_reason
+        for reason, count in sorted(by_reason.items()):
             rejected.add_metric([reason], count)
         yield rejected
         open_count = sum(a.state is AcquisitionState.OPEN for a in status.acquisitions)

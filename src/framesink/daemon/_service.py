@@ -270,10 +270,19 @@ class Daemon:
             if self._security.enabled:
                 self._auth_refused(endpoint, HANDSHAKE_REFUSED)
             else:
-                log.info("a peer on %s failed the ZeroMQ handshake (does it use CURVE?)", endpoint)
+                log.info(
+                    "a peer on %s failed the ZeroMQ handshake: it uses CURVE and this daemon "
+                    "does not, or its socket does not fit this daemon's %s (PUB for sub, "
+                    "PUSH for pull)",
+                    endpoint,
+                    self.settings.socket.upper(),
+                )
+        refused = set(events.handshake_failures)
         for endpoint in events.disconnects:
             with self.dispatcher.locked():
-                self.counters.peer_disconnected(endpoint, source.max_message_bytes)
+                self.counters.peer_disconnected(
+                    endpoint, source.max_message_bytes, quiet=endpoint in refused
+                )
 
     def _ring_refused(self, why: str) -> None:
         """A shared-memory ring refused or ended for breaking the rules (receive loop)."""

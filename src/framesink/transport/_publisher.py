@@ -193,7 +193,25 @@ class Publisher:
         try:
             self.control_client.confirm_started([acquisition], before, timeout, known)
         except ControlError as exc:
-            raise PublishError(str(exc)) from None
+            raise PublishError(f"{exc}{self.socket_hint()}") from None
+
+    def socket_hint(self) -> str:
+        """Why messages may never arrive, when this publisher's socket does not fit the
+        daemon's ingest socket (PUSH against SUB, PUB against PULL); else empty."""
+        if self.control_client is None or self._ring_socket is not None:
+            return ""
+        try:
+            daemon = self.control_client.status().socket
+        except ControlError:
+            return ""
+        fits = {"sub": "pub", "pull": "push"}.get(daemon, self.kind)
+        if fits == self.kind:
+            return ""
+        return (
+            f" (this publisher is {self.kind.upper()} and the daemon's ingest socket is "
+            f"{daemon.upper()}: its messages never arrive; use kind={fits!r}, or start the "
+            f"daemon with --socket {'pull' if self.kind == 'push' else 'sub'})"
+        )
 
     def _ring_token(self) -> str | None:
         """The ring's token, registering it with the daemon the first time."""
@@ -355,7 +373,7 @@ class PublishedAcquisition:
         try:
             return client.wait_for_acquisition(self.acquisition, wait)
         except ControlError as exc:
-            raise PublishError(str(exc)) from None
+            raise PublishError(f"{exc}{self.publisher.socket_hint()}") from None
 
     def abort(
         self, reason: str | None = None, wait: float | None = None
