@@ -49,6 +49,8 @@ class LiveFiles:
             folder.unlink(files.partial)
             raise
         self._sync_lock = threading.Lock()
+        self._synced = 0
+        """Frames the last ``synced`` journal event named."""
         self._closing = threading.Event()
         self._syncer: threading.Thread | None = None
 
@@ -100,7 +102,9 @@ class LiveFiles:
             frames = self.frames
             self.image.sync()
             self.sidecar.sync()
-            self.journal.append({"synced": frames})
+            if frames != self._synced:  # an idle time-lapse adds no line a second
+                self.journal.append({"synced": frames})
+                self._synced = frames
             self.journal.sync()
 
     def _sync_periodically(self, interval: float) -> None:

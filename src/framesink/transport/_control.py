@@ -331,7 +331,7 @@ class ControlClient:
                 raise ControlError(
                     f"the daemon did not show {', '.join(sorted(waiting))} within {timeout:g} s"
                 )
-            time.sleep(0.02)
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _refusals_since(self, before: DaemonStatus, names: Collection[str]) -> list[Rejection]:
         """Rejections naming ``names`` since ``before`` (a second start of an open id)."""
