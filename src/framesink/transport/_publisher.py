@@ -201,7 +201,7 @@ class Publisher:
         if self.control_client is None or self._ring_socket is not None:
             return ""
         try:
-            daemon = self.control_client.status().socket
+            daemon = self.control_client.status(timeout=1.0).socket
         except ControlError:
             return ""
         fits = {"sub": "pub", "pull": "push"}.get(daemon, self.kind)
@@ -250,7 +250,7 @@ class Publisher:
                 sock.send(part, 0 if number == last else _MORE, copy=copy)
         except zmq.Again:
             raise PublishError(
-                "the receiver did not take the message in time (queue full?)"
+                "the receiver did not take the message in time (queue full?)" + self.socket_hint()
             ) from None
 
     def close(self) -> None:
