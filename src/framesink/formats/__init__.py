@@ -6,14 +6,9 @@ that implements :class:`~framesink.store.ImageFormat` and one registry entry (an
 point in the group ``framesink.formats``, or :meth:`FormatRegistry.register`).
 """
 
+from ..tiff import save_config_frames  # the seed's batch API, always OME-TIFF
 from ._api import StreamWriter, open_sink, recover, recover_each
-from ._registry import (
-    DEFAULT_FORMAT,
-    ENTRY_POINT_GROUP,
-    FORMATS,
-    FormatRegistry,
-    save_config_frames,
-)
+from ._registry import DEFAULT_FORMAT, ENTRY_POINT_GROUP, FORMATS, FormatRegistry
 
 __all__ = [
     "DEFAULT_FORMAT",

@@ -14,7 +14,7 @@ from importlib.metadata import entry_points
 
 from ..core import RefusalError
 from ..store import ImageFormat
-from ..tiff import OmeTiffFormat, save_config_frames
+from ..tiff import OmeTiffFormat
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,6 @@ class FormatRegistry:
                     continue
                 self._formats.setdefault(image_format.name, image_format)
 
-
-__all__ = ["DEFAULT_FORMAT", "ENTRY_POINT_GROUP", "FORMATS", "FormatRegistry", "save_config_frames"]
 
 FORMATS = FormatRegistry((OmeTiffFormat(),))
 """The formats this framesink writes and recovers."""
