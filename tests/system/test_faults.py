@@ -6,7 +6,6 @@ import functools
 import os
 import resource
 import signal
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -18,6 +17,7 @@ from framesink import AcquisitionEntry, DaemonStatus, Publisher
 
 from ..helpers import (
     DaemonProcess,
+    mounted_tmpfs,
     pattern,
     read_metadata,
     read_tiff,
@@ -223,23 +223,8 @@ def test_gaps_are_zero_filled_and_recorded(start_daemon: StartDaemon) -> None:
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A real 48 MiB filesystem (tmpfs), so that free space really runs out."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    mount_point = tmp_path / "small"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount_point)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"this machine does not allow mounting a tmpfs: {mounted.stderr.strip()}")
-    try:
+    with mounted_tmpfs(tmp_path / "small", "size=48m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=True, timeout=30)
 
 
 def test_low_disk_finalizes_open_acquisitions_and_refuses_new_ones(

@@ -16,7 +16,7 @@ import pytest
 from framesink import ControlClient
 from framesink.daemon import serve_command, wait_until_ready
 
-from ..helpers import DaemonProcess, run_framesink
+from ..helpers import DaemonProcess, mounted_tmpfs, run_framesink
 
 StartDaemon = Callable[..., DaemonProcess]
 BOUND_S = 20
@@ -220,3 +220,13 @@ def test_every_option_says_what_it_is() -> None:
         and not action.help
     ]
     assert silent == []
+
+
+def test_a_data_root_that_cannot_be_written(tmp_path: Path) -> None:
+    """Operating, item 3: an existing, unwritable data root reported ready, and the first
+    start was refused. A read-only filesystem refuses even root."""
+    with mounted_tmpfs(tmp_path / "readonly", "ro,size=1m") as root:
+        code, lines, stderr, _took = _serve(
+            root, "--bind", "tcp://127.0.0.1:*", "--control", f"ipc://{tmp_path}/control"
+        )
+    _check_one_line(code, lines, stderr, str(root), "is not writable", "Read-only file system")
