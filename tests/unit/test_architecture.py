@@ -280,3 +280,18 @@ def test_a_format_named_in_core_code_is_caught() -> None:
     planted = 'SUFFIX = ".ome.tiff"\n'
     assert any(FORMAT_WORDS.search(line) for line in _code_lines(planted))
     assert not any(FORMAT_WORDS.search(line) for line in _code_lines('"""An OME-TIFF."""\n'))
+
+
+def test_the_core_exports_only_what_the_layers_above_use() -> None:
+    """``framesink.core``'s names are its interface to the layers above, nothing more:
+    a name no module outside the core uses is not exported (tests reach such names in
+    their private module)."""
+    import framesink.core
+
+    outside = "\n".join(
+        path.read_text()
+        for path in PACKAGE.rglob("*.py")
+        if path.relative_to(PACKAGE).parts[0] != "core"
+    )
+    unused = [name for name in framesink.core.__all__ if not re.search(rf"\b{name}\b", outside)]
+    assert not unused, f"framesink.core exports names no other layer uses: {unused}"

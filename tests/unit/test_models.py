@@ -128,3 +128,26 @@ def test_the_rejection_reasons_are_the_documented_ones() -> None:
         for code in re.findall(r"`([a-z_]+)`", cell.group(1))
     ]
     assert documented == list(REJECTION_REASONS)
+
+
+def test_the_frame_counters_are_defined_once() -> None:
+    """The record and the status entry report every counter of FrameCounts, typed alike,
+    and the ledger fills them all: a new counter is added in FrameCounts and nowhere
+    else goes unnoticed."""
+    from framesink.core import AcquisitionEntry, AcquisitionRecord, Ledger
+    from framesink.core._record import FrameCounts
+
+    counters = FrameCounts.model_fields
+    for model in (AcquisitionRecord, AcquisitionEntry):
+        for name, field in counters.items():
+            assert name in model.model_fields, f"{model.__name__} lacks {name}"
+            assert model.model_fields[name].annotation == field.annotation, (model, name)
+    ledger = Ledger("a", FrameLayout.create("TYX", "uint8", [2, 2], [4]))
+    ledger.note_written(2)
+    ledger.note_missing(2, 1)
+    ledger.note_dropped(3)
+    ledger.note_lost_messages(4)
+    assert ledger.counts() == FrameCounts(
+        frames_written=2, frames_missing=1, frames_dropped=3, messages_lost=4, bytes_written=8
+    )
+    assert AcquisitionEntry.refused("a", "bad_output", "x", "now").frames_written == 0

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from framesink.core import SLOT_ALIGNMENT, LentSlots, RefusalError, RingAllocator, slot_size
+from framesink.core import SLOT_ALIGNMENT, LentSlots, RefusalError, RingAllocator
+from framesink.core._ring import slot_size
 
 
 def test_slots_wrap_around_and_come_back_out_of_order() -> None:

@@ -88,8 +88,8 @@ def test_a_failed_batch_counts_exactly_the_frames_it_lost(tmp_path: Path, room: 
     assert session.join(10)
     assert session.failed
     assert budget.used == 0
-    assert sink.progress().frames_written + session.frames_lost == 6
-    assert sink.progress().frames_written == room
+    assert sink.progress().counts.frames_written + session.frames_lost == 6
+    assert sink.progress().counts.frames_written == room
 
 
 def test_a_batch_lets_go_of_its_frames_releases_them_then_calls_after_release(

@@ -10,13 +10,13 @@ import pytest
 from framesink.core import (
     FramesHeader,
     StartHeader,
-    WireError,
     decode,
     end_header,
     frames_header,
     pack_header,
     start_header,
 )
+from framesink.core._wire import WireError
 
 START = start_header(
     "acq-1",

@@ -1,14 +1,16 @@
-"""The pure core: models, frame layout, wire codec, routing state machine, OME-XML, status.
+"""The pure core: models, frame layout, ledger, wire codec, routing state machine, status.
 
 Nothing here touches a file or a socket; the IO adapters (:mod:`framesink.store`,
-:mod:`framesink.transport`), the daemon and the front end build on it.
+:mod:`framesink.transport`), the daemon and the front end build on it. The names
+exported here are exactly those the layers above use (an architecture test keeps it
+so); the rest stays in the private modules.
 """
 
 from ._budget import ByteBudget
 from ._errors import FramesinkError, RefusalError
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
 from ._ledger import Ledger
-from ._models import RESERVED_METADATA_KEY, MetaData, OutputParameters, check_axes, metadata_dict
+from ._models import RESERVED_METADATA_KEY, MetaData, OutputParameters, metadata_dict
 from ._names import (
     JOURNAL_FILE,
     METADATA_FILE,
@@ -30,7 +32,7 @@ from ._record import (
     metadata_document,
     utc_now,
 )
-from ._ring import RELEASE_RECORD_BYTES, SLOT_ALIGNMENT, LentSlots, RingAllocator, slot_size
+from ._ring import RELEASE_RECORD_BYTES, SLOT_ALIGNMENT, LentSlots, RingAllocator
 from ._routing import Action, Drop, Finish, Open, OpenAcquisition, Router, SeqGap, Skip, Write
 from ._sink import (
     FrameChunk,
@@ -55,15 +57,9 @@ from ._status import (
 )
 from ._version import __version__
 from ._wire import (
-    PROTOCOL_VERSION,
-    AbortHeader,
     FramesHeader,
     Message,
-    RingAttachment,
-    RingSlice,
     StartHeader,
-    StopHeader,
-    WireError,
     decode,
     end_header,
     frames_header,
@@ -76,7 +72,6 @@ __all__ = [
     "METADATA_FILE",
     "METADATA_TEMP",
     "NAME_MAX_BYTES",
-    "PROTOCOL_VERSION",
     "RECOVERY_FAILED_FILE",
     "RECOVERY_FOLDER",
     "REJECTION_REASONS",
@@ -84,7 +79,6 @@ __all__ = [
     "RESERVED_METADATA_KEY",
     "SLOT_ALIGNMENT",
     "SUPPORTED_DTYPES",
-    "AbortHeader",
     "AcquisitionEntry",
     "AcquisitionFiles",
     "AcquisitionRecord",
@@ -117,8 +111,6 @@ __all__ = [
     "RefusalError",
     "Rejection",
     "RingAllocator",
-    "RingAttachment",
-    "RingSlice",
     "Router",
     "RunState",
     "SeqGap",
@@ -127,13 +119,10 @@ __all__ = [
     "SinkSpec",
     "Skip",
     "StartHeader",
-    "StopHeader",
     "StorageOptions",
-    "WireError",
     "Write",
     "WriteError",
     "__version__",
-    "check_axes",
     "check_characters",
     "check_output_name",
     "decode",
@@ -144,7 +133,6 @@ __all__ = [
     "metadata_document",
     "pack_header",
     "printable",
-    "slot_size",
     "start_header",
     "utc_now",
 ]

@@ -8,7 +8,7 @@ them costs nothing however long the acquisition runs.
 from __future__ import annotations
 
 from ._layout import FrameLayout
-from ._record import AcquisitionFiles, AcquisitionRecord, FinishReason, utc_now
+from ._record import AcquisitionFiles, AcquisitionRecord, FinishReason, FrameCounts, utc_now
 from ._version import __version__
 
 
@@ -52,6 +52,15 @@ class Ledger:
     def note_lost_messages(self, count: int) -> None:
         self.messages_lost += count
 
+    def counts(self) -> FrameCounts:
+        return FrameCounts(
+            frames_written=self.frames_written,
+            frames_missing=self.frames_missing,
+            frames_dropped=self.frames_dropped,
+            messages_lost=self.messages_lost,
+            bytes_written=self.bytes_written,
+        )
+
     def record(
         self,
         reason: FinishReason,
@@ -67,12 +76,8 @@ class Ledger:
             axes=self.layout.axes,
             shape=list(self.layout.file_shape(frames_in_image)),
             declared_shape=list(self.layout.leading_shape),
-            frames_written=self.frames_written,
-            frames_missing=self.frames_missing,
+            **self.counts().model_dump(),
             missing_ranges=[list(r) for r in self.missing_ranges],
-            frames_dropped=self.frames_dropped,
-            messages_lost=self.messages_lost,
-            bytes_written=self.bytes_written,
             started=self.started,
             stopped=utc_now(),
             complete=(

@@ -47,6 +47,28 @@ class AcquisitionFiles(BaseModel):
         return data
 
 
+class FrameCounts(BaseModel):
+    """What became of an acquisition's frames so far: the one definition of its counters.
+
+    The ledger produces it; the sink's progress carries it; the record, the status entry
+    and the journal report the same fields (the record and the entry keep them flat, in
+    their documented key order, and a unit test holds them to this model).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    frames_written: int = 0
+    """Frames received and stored."""
+    frames_missing: int = 0
+    """Frames never received; the image holds zeros there (``missing_ranges``)."""
+    frames_dropped: int = 0
+    """Frames received but not stored: past the declared shape, or duplicates."""
+    messages_lost: int = 0
+    """Messages a SUB socket's overload lost, whose frames could not be placed."""
+    bytes_written: int = 0
+    """Pixel bytes received and stored (zero-filled frames not counted)."""
+
+
 class AcquisitionRecord(BaseModel):
     """What happened to one acquisition; stored in metadata.json under ``framesink``."""
 

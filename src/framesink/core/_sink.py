@@ -19,7 +19,7 @@ import numpy as np
 from ._errors import FramesinkError
 from ._layout import FrameLayout
 from ._names import ExistsPolicy
-from ._record import AcquisitionRecord, FinishReason
+from ._record import AcquisitionRecord, FinishReason, FrameCounts
 
 FrameMetadata = Mapping[str, Any] | None
 
@@ -71,11 +71,7 @@ class SinkProgress:
 
     path: Path
     started: str
-    frames_written: int
-    frames_missing: int
-    frames_dropped: int
-    messages_lost: int
-    bytes_written: int
+    counts: FrameCounts
     direct_io: bool
 
 

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
-from ._record import FinishReason
+from ._record import FinishReason, FrameCounts
 
 
 class RunState(StrEnum):
@@ -153,11 +153,7 @@ class AcquisitionEntry(BaseModel):
             acquisition=acquisition,
             state=AcquisitionState.REFUSED,
             path="",
-            frames_written=0,
-            frames_missing=0,
-            frames_dropped=0,
-            messages_lost=0,
-            bytes_written=0,
+            **FrameCounts().model_dump(),
             direct_io=False,
             queued_bytes=0,
             frames_discarded_after_error=0,

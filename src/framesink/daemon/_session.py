@@ -153,15 +153,11 @@ class Session:
             acquisition=self.acquisition,
             state=state,
             path=str(progress.path),
-            frames_written=progress.frames_written,
-            frames_missing=progress.frames_missing,
-            frames_dropped=progress.frames_dropped,
-            messages_lost=progress.messages_lost,
-            bytes_written=progress.bytes_written,
+            **progress.counts.model_dump(),
             direct_io=progress.direct_io,
             queued_bytes=self._queued_bytes,
             frames_discarded_after_error=self.frames_lost,
-            frames_per_s=None if record else round(progress.frames_written / elapsed, 1),
+            frames_per_s=None if record else round(progress.counts.frames_written / elapsed, 1),
             started=progress.started,
             complete=record.complete if record else False,
             reason=record.reason if record else None,
@@ -215,9 +211,12 @@ class Session:
                 return writes, item
             writes.append(item)
 
+    def _frames_written(self) -> int:
+        return self.sink.progress().counts.frames_written
+
     def _write(self, writes: list[_WriteItem]) -> None:
         frames = sum(len(item.chunk) for item in writes)
-        written_before = self.sink.progress().frames_written
+        written_before = self._frames_written()
         try:
             if self.error is None:
                 began = time.perf_counter()
@@ -227,7 +226,7 @@ class Session:
             else:
                 self.frames_lost += frames
         except Exception as exc:  # noqa: BLE001 - fails this acquisition only; _fail logs it
-            self.frames_lost += frames - (self.sink.progress().frames_written - written_before)
+            self.frames_lost += frames - (self._frames_written() - written_before)
             self._fail(exc)
         finally:
             nbytes = sum(item.nbytes for item in writes)

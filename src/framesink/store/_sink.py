@@ -88,10 +88,6 @@ class StoreSink:
         return SinkProgress(
             path=writer.path / (record.files.image if record else writer.files.partial),
             started=writer.started,
-            frames_written=writer.ledger.frames_written,
-            frames_missing=writer.ledger.frames_missing,
-            frames_dropped=writer.ledger.frames_dropped,
-            messages_lost=writer.ledger.messages_lost,
-            bytes_written=writer.ledger.bytes_written,
+            counts=writer.ledger.counts(),
             direct_io=writer.direct_io,
         )
