@@ -21,6 +21,7 @@ from framesink import ControlClient, Publisher
 from framesink.transport import SharedRing
 
 from .cases import POOL, RAW_SLOT, frame_pool, frame_stack
+from .compressed import realistic_pool
 
 REPOSITORY = Path(__file__).parents[1]
 DELIVERY_TIMEOUT_S = 600.0
@@ -64,6 +65,7 @@ def publish(job: dict[str, Any]) -> None:
         control=job["control"],
         shared_memory=job.get("shared_memory"),
     ) as publisher:
+        messages = _messages(job)
         _ready()
         acquisition = publisher.start(
             "bench",
@@ -73,7 +75,7 @@ def publish(job: dict[str, Any]) -> None:
             dtype="uint16",
             frame_shape=tuple(job["shape"]),
         )
-        for frames in _messages(job):
+        for frames in messages:
             acquisition.send(frames)
         if job["kind"] == "pub":
             _wait_until_received(ControlClient(job["control"]), acquisition.seq + 1)
@@ -87,9 +89,10 @@ def _wait_until_received(client: ControlClient, messages: int) -> None:
 
 def publish_raw(job: dict[str, Any]) -> None:
     """The same frames as plain two-part PUSH messages, for the minimal pipeline."""
+    messages = _messages(job)
     with _raw_push(job["endpoint"]) as socket:
         _ready()
-        for frames in _messages(job):
+        for frames in messages:
             socket.send_multipart([b"f", frames.data], copy=False)
 
 
@@ -98,9 +101,10 @@ def publish_raw_shm(job: dict[str, Any]) -> None:
     message (offset, length), for the minimal shm pipeline; waits for every release."""
     ring = SharedRing(int(job["ring_bytes"]))
     ring.register(job["ring_socket"])
+    messages = _messages(job)
     with _raw_push(job["endpoint"]) as socket:
         _ready()
-        for frames in _messages(job):
+        for frames in messages:
             offset, slot = ring.slot(frames.nbytes, DELIVERY_TIMEOUT_S)
             slot[:] = frames.reshape(-1).view(np.uint8)
             socket.send_multipart([b"f", RAW_SLOT.pack(offset, frames.nbytes)])
@@ -110,11 +114,18 @@ def publish_raw_shm(job: dict[str, Any]) -> None:
 
 
 def _messages(job: dict[str, Any]) -> Iterator[np.ndarray[Any, Any]]:
-    """The job's frames, message by message: ``chunk`` frames each, or single frames."""
+    """The job's frames, message by message: ``chunk`` frames each, or single frames.
+
+    The frames are made here, before the timed run starts (realistic ones take seconds).
+    """
     shape, chunk, count = (int(job["shape"][0]), int(job["shape"][1])), job["chunk"], job["count"]
     pool, stack = frame_pool(shape), frame_stack(shape, chunk)
-    for first in range(0, count, chunk):
-        yield stack[: min(chunk, count - first)] if chunk > 1 else pool[first % POOL]
+    if job.get("frames") == "realistic":
+        pool = stack = realistic_pool(shape)
+    return (
+        stack[: min(chunk, count - first)] if chunk > 1 else pool[first % POOL]
+        for first in range(0, count, chunk)
+    )
 
 
 @contextlib.contextmanager

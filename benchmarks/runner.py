@@ -41,7 +41,7 @@ from framesink.cli import ProgressBar
 from framesink.daemon import serve_command, wait_until_ready
 from framesink.store import read_record
 
-from . import minimal, publisher, report
+from . import compressed, minimal, publisher, report
 from .cases import POOL, Case, Memory, Options, Result, frame_pool, frame_stack
 
 STATUS_INTERVAL = 0.05
@@ -116,6 +116,7 @@ class DaemonRun:
     peak_rss: int
     cpu_s: float
     peak_shared: int = 0
+    image_bytes: int = 0
 
     def result(self, case: Case, mode: str) -> Result:
         return Result.timed(
@@ -139,8 +140,11 @@ def run_daemon(
     transport: str,
     socket_kind: Literal["pull", "sub"],
     daemon_args: tuple[str, ...],
+    *,
+    frames: Literal["random", "realistic"] = "random",
 ) -> DaemonRun:
-    """One daemon, one publisher process, one acquisition."""
+    """One daemon, one publisher process, one acquisition (of ``frames``: random bits,
+    or camera-like frames for compression)."""
     root = options.folder / "daemon"
     with tempfile.TemporaryDirectory(prefix="framesink-bench-") as sockets:
         control = f"ipc://{sockets}/control"
@@ -161,6 +165,7 @@ def run_daemon(
                 "count": case.count,
                 "chunk": case.chunk,
                 "shared_memory": ring,
+                "frames": frames,
             }
             sampler = RssSampler(daemon.pid)
             sampler.start()
@@ -177,9 +182,12 @@ def run_daemon(
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(300)
     record = read_record(root / "bench")
-    pages = count_pages(root / "bench" / record.files.image)
+    image = root / "bench" / record.files.image
+    pages, image_bytes = count_pages(image), image.stat().st_size
     shutil.rmtree(root)
-    return DaemonRun(record, pages, ingest, total, sampler.peak, sampler.cpu_s, sampler.peak_shared)
+    return DaemonRun(
+        record, pages, ingest, total, sampler.peak, sampler.cpu_s, sampler.peak_shared, image_bytes
+    )
 
 
 def follow(client: ControlClient, case: Case, start: float, quiet: bool) -> tuple[float, float]:
@@ -325,6 +333,13 @@ def _parser() -> argparse.ArgumentParser:
         "--ring-bytes", type=int, default=256 << 20, help="the shm publisher's ring (bytes)"
     )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument(
+        "--compression",
+        choices=["zstd", "deflate"],
+        help="instead: compressed OME-TIFF through shared memory against tifffile's own "
+        "compressed writes (large frames, --repeat rounds; see benchmarks/compressed.py)",
+    )
+    parser.add_argument("--compression-level", type=int, default=1, help="its level")
     return parser
 
 
@@ -345,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ring_bytes=arguments.ring_bytes,
     )
+    if arguments.compression:
+        return _compressed(arguments, cases[0], options)
     results: list[Result] = []
     try:
         if arguments.warmup:
@@ -359,4 +376,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(options.folder, ignore_errors=True)
     print(report.as_json(results) if arguments.json else report.as_text(results, arguments.repeat))
+    return 0
+
+
+def _compressed(arguments: argparse.Namespace, case: Case, options: Options) -> int:
+    try:
+        if arguments.warmup:
+            baseline(options, case, "warm-up")
+        text = compressed.compare(
+            options,
+            case,
+            arguments.compression,
+            arguments.compression_level,
+            rounds=arguments.repeat,
+            run_daemon=run_daemon,
+        )
+    finally:
+        shutil.rmtree(options.folder, ignore_errors=True)
+    print(text)
     return 0

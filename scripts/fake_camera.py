@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="bytes of a shared-memory ring (same host; needs --control): pixels skip the socket",
     )
+    parser.add_argument(
+        "--compression", help="codec of the pages: none, zstd, deflate (default: the daemon's)"
+    )
+    parser.add_argument("--compression-level", type=int, help="the codec's level")
     arguments = parser.parse_args(argv)
     camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
     try:
@@ -88,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunk=arguments.chunk,
                 wait=arguments.wait if arguments.control else None,
                 idle_timeout=arguments.idle_timeout,
+                compression=arguments.compression,
+                compression_level=arguments.compression_level,
             )
     except PublishError as exc:
         print(f"fake_camera: {exc}", file=sys.stderr)

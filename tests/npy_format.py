@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from framesink.core import FrameLayout, OutputFiles, StorageOptions
+from framesink.core import Compression, FrameLayout, OutputFiles, StorageOptions
 from framesink.store import Folder, Journal, JournalState
 
 DESCRIPTION = "description.json"
@@ -99,6 +99,7 @@ class NpyFramesFormat:
     name = "npy-frames"
     suffix = ".npys"
     record_aliases = ()
+    compressions = frozenset({Compression.NONE})
 
     def create(
         self,

@@ -10,11 +10,13 @@ import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import tifffile
 
-from framesink import MetaData, OutputParameters, save_config_frames
+from framesink import MetaData, OutputParameters, StreamWriter, save_config_frames
 
 from ..helpers import DaemonProcess
 
@@ -156,3 +158,73 @@ def _bioformats_ome_xml(jar: Path, path: Path) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def bioformats_pixels(jar: Path, path: Path, out: Path) -> np.ndarray[Any, Any]:
+    """The pixels Bio-Formats decodes from ``path`` (converted to an uncompressed OME-TIFF)."""
+    java = shutil.which("java")
+    assert java, "Java is needed to run Bio-Formats"
+    result = subprocess.run(
+        [
+            java,
+            "-cp",
+            str(jar),
+            "loci.formats.tools.ImageConverter",
+            "-no-upgrade",
+            str(path),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return np.asarray(tifffile.imread(out))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("codec", ["zstd", "deflate"])
+@pytest.mark.parametrize(
+    ("axes", "dtype", "frame_shape", "shape"),
+    [
+        ("TYX", "uint16", (48, 40), None),
+        ("TCZYX", "float32", (32, 24), [None, 2, 3]),
+        ("TYXS", "uint8", (30, 20, 3), None),
+        ("TYX", "uint8", (25, 31), None),
+    ],
+)
+def test_bioformats_decodes_compressed_pages_pixel_exact(
+    tmp_path: Path,
+    bioformats_jar: Path,
+    codec: str,
+    axes: str,
+    dtype: str,
+    frame_shape: tuple[int, ...],
+    shape: list[int | None] | None,
+) -> None:
+    """What Fiji's importer decodes equals what was sent, gap included."""
+    from .test_compression import noisy
+
+    frames = noisy(8, frame_shape, dtype)
+    with StreamWriter(
+        tmp_path,
+        "c",
+        {"axes": axes},
+        dtype=dtype,
+        frame_shape=frame_shape,
+        shape=shape,
+        compression=codec,
+    ) as writer:
+        writer.write(frames[:3])
+        writer.skip(2)
+        writer.write(frames[5:])
+    info = image_info(bioformats_jar, tmp_path / "c.ome.tiff")
+    assert info["Pixel type"] == {"float32": "float"}.get(dtype, dtype)
+    decoded = bioformats_pixels(bioformats_jar, tmp_path / "c.ome.tiff", tmp_path / "bf.ome.tif")
+    if axes.endswith("S"):
+        decoded = np.moveaxis(decoded, 1, -1)  # Bio-Formats writes RGB planar
+    expected = np.concatenate([frames[:3], np.zeros((2, *frame_shape), dtype), frames[5:]])
+    written = tifffile.imread(tmp_path / "c.ome.tiff")
+    np.testing.assert_array_equal(decoded.reshape(-1, *frame_shape)[:8], expected)
+    np.testing.assert_array_equal(written.reshape(-1, *frame_shape)[:8], expected)

@@ -24,7 +24,7 @@ import importlib, os, signal, sys
 import numpy as np
 from framesink import StreamWriter
 
-folder, frames, crash = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+folder, frames, crash, codec = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 if crash != "none":
     module_name, qualname, when, nth = crash.split(":")
     owner = importlib.import_module(module_name)
@@ -46,7 +46,7 @@ if crash != "none":
     setattr(owner, attribute, crashing)
 
 writer = StreamWriter(folder, "tiny", {"axes": "TYX", "notes": "n"}, dtype="uint8",
-                      frame_shape=(1, 1), fsync_interval=None)
+                      frame_shape=(1, 1), fsync_interval=None, compression=codec)
 values = (np.arange(frames) % 251).astype(np.uint8).reshape(-1, 1, 1)
 writer.write(values[:1000], [{"delta_t": 0.001 * i} for i in range(1000)])
 for first in range(1000, frames, 50_000):
@@ -69,9 +69,19 @@ CRASH_POINTS = [
 ]
 
 
-def _writer(folder: Path, frames: int, crash: str) -> subprocess.Popen[str]:
+COMPRESSED_CRASH_POINTS = [
+    "framesink.tiff._compressed:CompressedSeries.close:before:1",
+    "tifffile:TiffWriter.close:after:1",
+    "framesink.tiff._image:TiffImage.describe:after:1",
+    "os:replace:before:1",
+    "os:replace:after:1",
+    "framesink.store._journal:Journal.remove:before:1",
+]
+
+
+def _writer(folder: Path, frames: int, crash: str, codec: str = "none") -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(folder), str(frames), crash],
+        [sys.executable, "-c", WRITER, str(folder), str(frames), crash, codec],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPOSITORY,
@@ -107,8 +117,20 @@ def test_a_kill_at_each_step_of_finalizing_is_recovered_exactly(tmp_path: Path, 
     _check_recovered(tmp_path, frames)
 
 
-def _kill_at_random_while_finalizing(folder: Path, frames: int, seed: int) -> None:
-    with _writer(folder, frames, "none") as child:
+@pytest.mark.parametrize("crash", COMPRESSED_CRASH_POINTS)
+def test_a_kill_at_each_step_of_finalizing_a_compressed_file_is_recovered_exactly(
+    tmp_path: Path, crash: str
+) -> None:
+    frames = 2_000
+    with _writer(tmp_path, frames, crash, "zstd") as child:
+        assert child.wait(120) == -signal.SIGKILL, f"{crash} was never reached"
+    _check_recovered(tmp_path, frames)
+
+
+def _kill_at_random_while_finalizing(
+    folder: Path, frames: int, seed: int, codec: str = "none"
+) -> None:
+    with _writer(folder, frames, "none", codec) as child:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "finalizing"
         time.sleep(random.Random(seed).uniform(0, 0.6))
@@ -120,6 +142,11 @@ def _kill_at_random_while_finalizing(folder: Path, frames: int, seed: int) -> No
 def test_kills_at_random_moments_of_finalizing(tmp_path: Path) -> None:
     for seed in range(5):
         _kill_at_random_while_finalizing(tmp_path / f"run{seed}", 20_000, seed)
+
+
+def test_kills_at_random_moments_of_finalizing_compressed_files(tmp_path: Path) -> None:
+    for seed in range(3):
+        _kill_at_random_while_finalizing(tmp_path / f"run{seed}", 3_000, seed, "deflate")
 
 
 @pytest.mark.slow

@@ -78,6 +78,8 @@ def publish_synthetic(
     show_progress: bool = True,
     wait: float | None = None,
     idle_timeout: float | None = None,
+    compression: str | None = None,
+    compression_level: int | None = None,
 ) -> AcquisitionEntry | None:
     """Start, publish ``count`` frames and stop one synthetic acquisition.
 
@@ -98,6 +100,8 @@ def publish_synthetic(
         dtype=camera.dtype,
         frame_shape=camera.frame_shape,
         idle_timeout=idle_timeout,
+        compression=compression,
+        compression_level=compression_level,
     )
     progress = ProgressBar(count, "camera") if show_progress else None
     camera.run(handle, count, chunk, progress)

@@ -29,8 +29,10 @@ def run_demo(
     rate: float | None,
     *,
     curve: bool = False,
+    compression: str | None = None,
 ) -> int:
-    """With ``curve``, the daemon and the camera authenticate with fresh CURVE keys."""
+    """With ``curve``, the daemon and the camera authenticate with fresh CURVE keys;
+    ``compression`` names the codec of the acquisition's pixels."""
     root = (data_root or Path(tempfile.mkdtemp(prefix="framesink-demo-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
@@ -67,6 +69,7 @@ def run_demo(
                         output_name="synthetic",
                         chunk=4,
                         wait=STOP_TIMEOUT_S,
+                        compression=compression,
                     )
             finally:
                 daemon.send_signal(signal.SIGTERM)

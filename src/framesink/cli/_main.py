@@ -69,6 +69,13 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     serve.add_argument(
         "--on-exists", choices=["increment", "error"], help="policy for taken folders"
     )
+    serve.add_argument("--format", help="storage format of a start that names none (ome-tiff)")
+    serve.add_argument(
+        "--compression", help="codec of a start that names none: none, zstd or deflate"
+    )
+    serve.add_argument(
+        "--compression-level", type=int, help="its level (zstd 1-22, deflate 1-12; default 1)"
+    )
     serve.add_argument(
         "--curve-server-key",
         type=Path,
@@ -137,6 +144,11 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     demo.add_argument(
         "--curve", action="store_true", help="authenticate with fresh CURVE keys (a secured run)"
     )
+    demo.add_argument(
+        "--compression",
+        choices=["none", "zstd", "deflate"],
+        help="compress the pages (default none)",
+    )
     return parser, commands.choices
 
 
@@ -180,6 +192,9 @@ def _serve(arguments: argparse.Namespace) -> int:
         "fsync_interval": arguments.fsync_interval,
         "direct_io": arguments.direct_io,
         "on_exists": arguments.on_exists,
+        "format": arguments.format,
+        "compression": arguments.compression,
+        "compression_level": arguments.compression_level,
         "curve_server_key": arguments.curve_server_key,
         "curve_clients": arguments.curve_clients,
         "metrics": arguments.metrics,
@@ -326,4 +341,5 @@ def _demo(arguments: argparse.Namespace) -> int:
         arguments.dtype,
         arguments.rate or None,
         curve=arguments.curve,
+        compression=arguments.compression,
     )

@@ -7,6 +7,7 @@ so); the rest stays in the private modules.
 """
 
 from ._budget import ByteBudget
+from ._compression import Compression, check_held, compression_of
 from ._errors import FramesinkError, RefusalError
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
 from ._ledger import Ledger
@@ -85,6 +86,7 @@ __all__ = [
     "AcquisitionState",
     "Action",
     "ByteBudget",
+    "Compression",
     "Counter",
     "CounterValues",
     "DaemonStatus",
@@ -124,7 +126,9 @@ __all__ = [
     "WriteError",
     "__version__",
     "check_characters",
+    "check_held",
     "check_output_name",
+    "compression_of",
     "decode",
     "end_header",
     "frames_header",

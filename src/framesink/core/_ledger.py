@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._layout import FrameLayout
 from ._record import AcquisitionFiles, AcquisitionRecord, FinishReason, FrameCounts, utc_now
+from ._sink import StorageOptions
 from ._version import __version__
 
 
@@ -67,11 +68,17 @@ class Ledger:
         files: AcquisitionFiles,
         frames_in_image: int,
         error: str | None,
+        storage: tuple[str, StorageOptions],
     ) -> AcquisitionRecord:
-        """The acquisition record for an image holding ``frames_in_image`` frames."""
+        """The record for an image holding ``frames_in_image`` frames, stored as
+        ``storage`` says (its format's name and options)."""
+        format_name, options = storage
         return AcquisitionRecord(
             acquisition=self.acquisition,
             files=files,
+            format=format_name,
+            compression=options.compression,
+            compression_level=options.compression_level,
             dtype=self.layout.dtype.name,
             axes=self.layout.axes,
             shape=list(self.layout.file_shape(frames_in_image)),

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from ._compression import Compression
 from ._models import RESERVED_METADATA_KEY
 from ._names import METADATA_FILE
 
@@ -76,6 +77,11 @@ class AcquisitionRecord(BaseModel):
 
     acquisition: str
     files: AcquisitionFiles
+    format: str | None = None
+    """The storage format's name (None in records written before formats were named:
+    those are all OME-TIFF)."""
+    compression: Compression = Compression.NONE
+    compression_level: int | None = None
     dtype: str
     axes: str
     shape: list[int]

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._compression import Compression, compression_of
 from ._errors import FramesinkError
 from ._layout import FrameLayout
 from ._names import ExistsPolicy
@@ -43,6 +44,22 @@ class StorageOptions:
 
     direct_io: bool = True
     """Write pixels past the page cache (O_DIRECT) where the format and the frames allow."""
+    compression: Compression = Compression.NONE
+    compression_level: int | None = None
+    """The codec's level (None without compression)."""
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        direct_io: bool = True,
+        compression: object = Compression.NONE,
+        compression_level: object = None,
+        acquisition: str | None = None,
+    ) -> StorageOptions:
+        """Options with the compression checked (RefusalError ``bad_compression``)."""
+        codec, level = compression_of(compression, compression_level, acquisition)
+        return cls(direct_io=direct_io, compression=codec, compression_level=level)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ REJECTION_REASONS = (
     "shm_in_use",
     "acquisition_failed",
     "bad_format",
+    "bad_compression",
     "bad_output",
     "internal_error",
 )

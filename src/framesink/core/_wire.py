@@ -112,6 +112,12 @@ class StartHeader(_Header):
     shared_memory: RingAttachment | None = None
     format: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     """The storage format's name; the daemon's default without it."""
+    compression: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """The codec's name; the daemon's default without it (checked when the sink opens:
+    ``bad_compression``)."""
+    compression_level: bool | int | float | str | None = None
+    """Any scalar here: a level that is not an integer is refused as ``bad_compression``,
+    not as a malformed start."""
 
     @model_validator(mode="after")
     def _check(self) -> StartHeader:
@@ -294,6 +300,8 @@ def start_header(
     idle_timeout: float | None = None,
     ring: str | None = None,
     format: str | None = None,
+    compression: str | None = None,
+    compression_level: int | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -313,6 +321,10 @@ def start_header(
         header["shared_memory"] = {"ring": ring}
     if format is not None:
         header["format"] = format
+    if compression is not None:
+        header["compression"] = compression
+    if compression_level is not None:
+        header["compression_level"] = compression_level
     return header
 
 

@@ -413,8 +413,23 @@ def sink_spec(settings: Settings, action: Open) -> SinkSpec:
         metadata=start.metadata,
         layout=action.layout,
         format=start.format or settings.format,
-        options=StorageOptions(direct_io=settings.direct_io),
+        options=storage_options(settings, start),
         fsync_interval=settings.fsync_interval or None,
+    )
+
+
+def storage_options(settings: Settings, start: StartHeader) -> StorageOptions:
+    """The start's codec and level, else the daemon's (its level applies to its own codec
+    only: a start naming another codec without a level gets that codec's default)."""
+    compression = start.compression or settings.compression
+    level = start.compression_level
+    if level is None and compression == settings.compression:
+        level = settings.compression_level
+    return StorageOptions.create(
+        direct_io=settings.direct_io,
+        compression=compression,
+        compression_level=level,
+        acquisition=start.acquisition,
     )
 
 

@@ -14,7 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ..core import ExistsPolicy
+from ..core import ExistsPolicy, compression_of
 from ..transport import RingLimits
 from ._config_errors import ENV_PREFIX, LenientEnvSource, explain
 from ._metrics import parse_address
@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     format: str = Field(
         "ome-tiff", min_length=1, description="Storage format of a start that names none."
     )
+    compression: str = Field(
+        "none",
+        description="Codec of a start that names none: none | zstd | deflate "
+        "(blosc-lz4 | blosc-zstd: OME-Zarr only).",
+    )
+    compression_level: int | None = Field(
+        None,
+        description="Level of that codec (zstd 1-22, deflate 1-12); unset: the codec's "
+        "fast default (1).",
+    )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
     curve_server_key: Path | None = Field(
         None,
@@ -152,6 +162,11 @@ class Settings(BaseSettings):
                 "curve_server_key and curve_clients go together: set both to require "
                 "CURVE authentication, or neither"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _known_compression(self) -> Settings:
+        compression_of(self.compression, self.compression_level)
         return self
 
     @field_validator("log_level", mode="before")

@@ -26,6 +26,10 @@ class StreamWriter(AcquisitionWriter):
     Open it on a folder, append frames (``write``, ``write_batch``), record frames that
     never came (``skip``), and ``finalize`` (also on leaving a ``with`` block): the image
     gets its final name and metadata.json is written beside it. Memory stays flat.
+
+    ``compression`` (``zstd``, ``deflate``, or whatever the format holds) at
+    ``compression_level`` (the codec's fast default when None) compresses the pixels;
+    a bad one raises RefusalError ``bad_compression`` before any file is made.
     """
 
     def __init__(
@@ -42,19 +46,24 @@ class StreamWriter(AcquisitionWriter):
         fsync_interval: float | None = 1.0,
         direct_io: bool = True,
         format: str = DEFAULT_FORMAT,
+        compression: str = "none",
+        compression_level: int | None = None,
     ) -> None:
+        options = StorageOptions.create(
+            direct_io=direct_io, compression=compression, compression_level=compression_level
+        )
         super().__init__(
             folder,
             name,
             metadata,
-            image_format=FORMATS.get(format),
+            image_format=FORMATS.get(format, options=options),
             dtype=dtype,
             frame_shape=frame_shape,
             shape=shape,
             acquisition=acquisition,
             overwrite=overwrite,
             fsync_interval=fsync_interval,
-            options=StorageOptions(direct_io=direct_io),
+            options=options,
         )
 
     @property
@@ -84,8 +93,9 @@ class StreamWriter(AcquisitionWriter):
 
 
 def open_sink(spec: SinkSpec) -> StoreSink:
-    """The daemon's sink for ``spec``, in the format it names (RefusalError ``bad_format``)."""
-    return StoreSink(spec, FORMATS.get(spec.format, spec.acquisition))
+    """The daemon's sink for ``spec``, in the format it names (RefusalError
+    ``bad_format``, ``bad_compression``)."""
+    return StoreSink(spec, FORMATS.get(spec.format, spec.acquisition, spec.options))
 
 
 def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[RecoveryOutcome]:

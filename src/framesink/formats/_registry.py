@@ -12,7 +12,7 @@ import logging
 import threading
 from importlib.metadata import entry_points
 
-from ..core import RefusalError
+from ..core import RefusalError, StorageOptions, check_held
 from ..store import ImageFormat
 from ..tiff import OmeTiffFormat
 
@@ -44,16 +44,28 @@ class FormatRegistry:
         self._load_plugins()
         return self._formats[name]
 
-    def get(self, name: str, acquisition: str | None = None) -> ImageFormat:
-        """The format ``name``; a :class:`RefusalError` ``bad_format`` naming the known ones."""
+    def get(
+        self,
+        name: str,
+        acquisition: str | None = None,
+        options: StorageOptions | None = None,
+    ) -> ImageFormat:
+        """The format ``name``, able to hold ``options``' compression.
+
+        A :class:`RefusalError` ``bad_format`` names the known formats;
+        ``bad_compression`` the codecs this one holds.
+        """
         try:
-            return self[name]
+            image_format = self[name]
         except KeyError:
             raise RefusalError(
                 "bad_format",
                 f"unknown format {name!r}; this daemon writes {', '.join(self.names())}",
                 acquisition,
             ) from None
+        if options is not None:
+            check_held(options.compression, image_format.compressions, name, acquisition)
+        return image_format
 
     def _load_plugins(self) -> None:
         with self._lock:

@@ -55,6 +55,8 @@ class FramesinkHandler:
     it, raised from ``run`` at the next event. Every failure is also kept in
     ``errors``; ``check()`` raises FramesinkHandlerError naming them (call it after
     ``run``: a failure at the very end has no next event to raise from).
+    ``compression`` and ``compression_level`` (``"zstd"``, ``"deflate"``; the daemon's
+    defaults when None) compress each position's pages.
     """
 
     def __init__(
@@ -70,8 +72,12 @@ class FramesinkHandler:
         finish_timeout: float = 600.0,
         curve_server_key: str | Path | None = None,
         curve_client_key: str | Path | None = None,
+        compression: str | None = None,
+        compression_level: int | None = None,
     ) -> None:
         self.output_path = output_path
+        self.compression = compression
+        self.compression_level = compression_level
         self.output_name = output_name
         self.finish_timeout = finish_timeout
         self.entries: dict[str, AcquisitionEntry] = {}
@@ -218,6 +224,8 @@ class FramesinkHandler:
                         shape=list(plan.shape),
                         confirm=publisher.control_client is not None,
                         confirm_timeout=START_CONFIRM_S,
+                        compression=self.compression,
+                        compression_level=self.compression_level,
                     )
             except PublishError as exc:
                 self._abort_all(f"the run could not start: {exc}")

@@ -7,6 +7,7 @@ metadata.json, the streaming :class:`AcquisitionWriter` and the daemon's
 the encoding of its pixels through :class:`ImageFormat`.
 """
 
+from ._codecs import codec_pool, codec_workers, encoder
 from ._files import describe_os_error, read_record, write_json_atomically
 from ._folder import Folder
 from ._format import Image, ImageFormat, InterruptedImage
@@ -45,7 +46,10 @@ __all__ = [
     "RecoveryOutcome",
     "Sidecar",
     "StoreSink",
+    "codec_pool",
+    "codec_workers",
     "describe_os_error",
+    "encoder",
     "find_interrupted",
     "folder_is_taken",
     "open_output_folder",

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..core import FrameLayout, OutputFiles, StorageOptions
+from ..core import Compression, FrameLayout, OutputFiles, StorageOptions
 from ._folder import Folder
 from ._journal import Journal, JournalState
 
@@ -76,6 +76,11 @@ class ImageFormat(Protocol):
 
     @property
     def suffix(self) -> str: ...
+
+    @property
+    def compressions(self) -> frozenset[Compression]:
+        """The codecs its images can hold (``none`` among them)."""
+        ...
 
     @property
     def record_aliases(self) -> tuple[str, ...]:

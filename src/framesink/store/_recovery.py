@@ -255,7 +255,7 @@ def _rebuild(folder: Folder, state: JournalState, image_format: ImageFormat) -> 
 def _options(journaled: dict[str, Any]) -> StorageOptions:
     """The options the journal names (ones this version does not know are left out)."""
     known = {field.name for field in dataclasses.fields(StorageOptions)}
-    return StorageOptions(**{k: v for k, v in journaled.items() if k in known})
+    return StorageOptions.create(**{k: v for k, v in journaled.items() if k in known})
 
 
 def _remove(folder: Folder, name: str) -> None:

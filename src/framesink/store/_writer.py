@@ -287,6 +287,7 @@ class AcquisitionWriter:
                 self._files_record(image_name),
                 self.frames_in_file,
                 "; ".join(errors) or None,
+                (self.format.name, self.options),
             )
             metadata_written = self._write_metadata(errors)
         finally:

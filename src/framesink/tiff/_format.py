@@ -4,25 +4,28 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 from typing import IO, Any
 
 import numpy as np
 import tifffile
 
-from ..core import FrameLayout, OutputFiles, StorageOptions
+from ..core import Compression, FrameLayout, OutputFiles, StorageOptions
 from ..store import Folder, Journal, JournalState, read_exactly
-from ._image import PLACEHOLDER_DESCRIPTION, TiffImage
+from ._compressed import TIFF_COMPRESSION, CompressedSeries
+from ._image import PLACEHOLDER_DESCRIPTION, PageSeries, TiffImage
 from ._series import ContiguousSeries
 
 log = logging.getLogger(__name__)
 
 
 class OmeTiffFormat:
-    """BigTIFF, one series of uncompressed pages, OME-XML in the first page."""
+    """BigTIFF, one series of pages (uncompressed, zstd or deflate), OME-XML in the first."""
 
     name = "ome-tiff"
     suffix = ".ome.tiff"
     record_aliases = ("tiff",)
+    compressions = frozenset({Compression.NONE, *TIFF_COMPRESSION})
 
     def create(
         self,
@@ -32,6 +35,17 @@ class OmeTiffFormat:
         options: StorageOptions,
         journal: Journal,
     ) -> TiffImage:
+        series: PageSeries
+        if options.compression is not Compression.NONE:
+            series = CompressedSeries(
+                folder,
+                files.partial,
+                layout,
+                description=PLACEHOLDER_DESCRIPTION,
+                compression=options.compression,
+                level=options.compression_level,
+            )
+            return TiffImage(folder, files, layout, series)
         series = ContiguousSeries(
             folder,
             files.partial,
@@ -43,8 +57,10 @@ class OmeTiffFormat:
 
     def open_interrupted(
         self, folder: Folder, source: str, state: JournalState
-    ) -> InterruptedTiff | None:
+    ) -> InterruptedTiff | InterruptedCompressedTiff | None:
         header = state.header
+        if header.options.get("compression", Compression.NONE) != Compression.NONE:
+            return InterruptedCompressedTiff.open(folder, source, state)
         frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
         handle = folder.open_binary(source)
         try:
@@ -71,6 +87,70 @@ class InterruptedTiff:
 
     def close(self) -> None:
         self._handle.close()
+
+
+class InterruptedCompressedTiff:
+    """A partial compressed OME-TIFF: its first ``frames`` pages, read through tifffile.
+
+    tifffile wrote each page's IFD with the page, so the chain of IFDs is the page
+    index. Only pages the journal counts are read: one after them may be torn.
+    """
+
+    def __init__(
+        self, handle: IO[bytes], tiff: tifffile.TiffFile, frame_bytes: int, frames: int
+    ) -> None:
+        self._handle = handle
+        self._tiff = tiff
+        self._name = str(handle.name)
+        self.frame_bytes = frame_bytes
+        self.frames = frames
+
+    @classmethod
+    def open(
+        cls, folder: Folder, source: str, state: JournalState
+    ) -> InterruptedCompressedTiff | None:
+        header = state.header
+        frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
+        handle = folder.open_binary(source)
+        try:
+            tiff = tifffile.TiffFile(tifffile.FileHandle(handle, name=source))
+        except (tifffile.TiffFileError, ValueError, OSError, struct.error):
+            handle.close()
+            return None
+        tiff.pages.cache = False
+        return cls(handle, tiff, frame_bytes, _whole_pages(tiff, state.frames or 0))
+
+    def read(self, first: int, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
+        frames = into.reshape(-1, self.frame_bytes)
+        if first + len(frames) > self.frames:
+            return False
+        for offset, frame in enumerate(frames):
+            frame[:] = self._decoded(first + offset).view(np.uint8).reshape(-1)
+        return True
+
+    def _decoded(self, index: int) -> np.ndarray[Any, Any]:
+        page = self._tiff.pages[index]
+        try:
+            return np.asarray(page.asarray())
+        except Exception as exc:  # noqa: BLE001 - a page a power loss left unwritten
+            log.warning("%s: page %d cannot be decoded (%s); read as zeros", self._name, index, exc)
+            return np.zeros(page.shape, page.dtype)
+
+    def close(self) -> None:
+        self._tiff.close()
+        self._handle.close()
+
+
+def _whole_pages(tiff: tifffile.TiffFile, journaled: int) -> int:
+    """Pages (at most ``journaled``) whose IFDs read back."""
+    pages = 0
+    while pages < journaled:
+        try:
+            tiff.pages[pages]
+        except (IndexError, tifffile.TiffFileError, ValueError, OSError, struct.error):
+            break
+        pages += 1
+    return pages
 
 
 def _frames_on_disk(

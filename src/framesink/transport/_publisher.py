@@ -130,10 +130,14 @@ class Publisher:
         confirm: bool | None = None,
         confirm_timeout: float | None = None,
         format: str | None = None,
+        compression: str | None = None,
+        compression_level: int | None = None,
     ) -> PublishedAcquisition:
         """Send the start message and return a handle to send frames and stop.
 
-        ``format`` names the storage format (the daemon's default without it).
+        ``format`` names the storage format, ``compression`` its codec (``zstd``,
+        ``deflate``, ...) and ``compression_level`` the codec's level (the daemon's
+        defaults without them; a bad one is refused as ``bad_compression``).
         ``idle_timeout`` (seconds) replaces the daemon's for this acquisition, for
         time-lapses slower than it (the daemon caps it at its ``max_idle_timeout``).
         With ``confirm`` (default: when frames go through shared memory, where a refused
@@ -161,6 +165,8 @@ class Publisher:
             idle_timeout=idle_timeout,
             ring=ring,
             format=format,
+            compression=compression,
+            compression_level=compression_level,
         )
         self.send([self.topic, pack_header(header)])
         if before is not None:

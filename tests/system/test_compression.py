@@ -1,0 +1,315 @@
+"""Compressed OME-TIFF: zstd and deflate pages that read back pixel-exact everywhere,
+bad codecs refused before anything is made, and crashes recovered exactly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tifffile
+
+from framesink import Publisher, StreamWriter, recover
+from framesink.core import RefusalError
+
+from ..helpers import DaemonProcess, read_metadata, read_tiff, validate_ome
+
+REPOSITORY = Path(__file__).parents[2]
+TIFF_CODES = {"zstd": 50000, "deflate": 8}
+CASES = [
+    ("TYX", "uint16", (48, 40), None),
+    ("TCZYX", "uint16", (32, 24), [None, 2, 3]),
+    ("TYXS", "uint8", (30, 20, 3), None),
+    ("TYX", "uint8", (33, 17), None),
+    ("TYX", "float32", (20, 24), None),
+]
+
+
+def noisy(
+    count: int, frame_shape: tuple[int, ...], dtype: str, seed: int = 0
+) -> np.ndarray[Any, Any]:
+    """Frames like a camera's: Poisson noise on a smooth background (floats scaled)."""
+    rng = np.random.default_rng(seed)
+    rows, columns = np.indices(frame_shape[:2])
+    background = 100 + 50 * np.sin(columns / 9) * np.cos(rows / 7)
+    if len(frame_shape) == 3:
+        background = background[..., None] * np.ones(frame_shape[2])
+    frames = rng.poisson(background, (count, *frame_shape))
+    if dtype == "float32":
+        return (frames / 7.0).astype(dtype)
+    return frames.astype(dtype)
+
+
+def _pages(path: Path) -> list[tuple[int, int]]:
+    with tifffile.TiffFile(path) as tiff:
+        return [(int(page.compression), int(page.predictor)) for page in tiff.pages]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("codec", ["zstd", "deflate"])
+@pytest.mark.parametrize(("axes", "dtype", "frame_shape", "shape"), CASES)
+def test_compressed_pages_read_back_pixel_exact(
+    tmp_path: Path,
+    codec: str,
+    axes: str,
+    dtype: str,
+    frame_shape: tuple[int, ...],
+    shape: list[int | None] | None,
+) -> None:
+    frames = noisy(14, frame_shape, dtype)
+    with StreamWriter(
+        tmp_path,
+        "c",
+        {"axes": axes, "notes": "n"},
+        dtype=dtype,
+        frame_shape=frame_shape,
+        shape=shape,
+        compression=codec,
+    ) as writer:
+        writer.write(frames[:5])
+        writer.skip(3)  # a gap: zero pages
+        writer.write(frames[8:])
+    record = read_metadata(tmp_path)["framesink"]
+    per_step = 1 if shape is None else int(np.prod([s for s in shape[1:] if s]))
+    total = -(-14 // per_step) * per_step
+    assert (record["compression"], record["compression_level"]) == (codec, 1)
+    assert (record["frames_written"], record["missing_ranges"][0]) == (11, [5, 7])
+    kind, pixels, xml = read_tiff(tmp_path / "c.ome.tiff")
+    assert kind == "ome"
+    flat = pixels.reshape(total, *frame_shape)
+    np.testing.assert_array_equal(flat[:5], frames[:5])
+    np.testing.assert_array_equal(flat[8:14], frames[8:])
+    assert not flat[5:8].any()
+    assert not flat[14:].any()
+    assert len(validate_ome(xml).images[0].pixels.tiff_data_blocks) >= 1
+    predictor = 1 if dtype == "float32" else 2
+    assert set(_pages(tmp_path / "c.ome.tiff")) == {(TIFF_CODES[codec], predictor)}
+
+
+def test_compression_shrinks_camera_frames_and_levels_are_kept(tmp_path: Path) -> None:
+    frames = noisy(8, (256, 256), "uint16")
+    sizes = {}
+    for codec, level in [("none", None), ("zstd", 1), ("zstd", 9), ("deflate", 6)]:
+        folder = tmp_path / f"{codec}{level}"
+        with StreamWriter(
+            folder,
+            "c",
+            {"axes": "TYX"},
+            dtype="uint16",
+            frame_shape=(256, 256),
+            compression=codec,
+            compression_level=level,
+        ) as writer:
+            writer.write(frames)
+        sizes[codec, level] = (folder / "c.ome.tiff").stat().st_size
+        assert read_metadata(folder)["framesink"]["compression_level"] == level
+        np.testing.assert_array_equal(read_tiff(folder / "c.ome.tiff")[1], frames)
+    assert sizes["zstd", 1] < 0.8 * sizes["none", None]
+    assert sizes["deflate", 6] < 0.8 * sizes["none", None]
+
+
+@pytest.mark.parametrize(
+    ("codec", "level", "says"),
+    [
+        ("lz4", None, "unknown compression 'lz4'"),
+        ("zstd", 0, "zstd takes levels 1-22; got 0"),
+        ("zstd", 23, "zstd takes levels 1-22; got 23"),
+        ("deflate", 13, "deflate takes levels 1-12; got 13"),
+        ("zstd", 1.5, "must be an integer"),
+        ("zstd", True, "must be an integer"),
+        ("none", 3, "needs a compression"),
+        ("blosc-lz4", None, "ome-tiff cannot hold blosc-lz4"),
+    ],
+)
+def test_a_bad_codec_is_refused_before_anything_is_made(
+    tmp_path: Path, codec: str, level: Any, says: str
+) -> None:
+    with pytest.raises(RefusalError, match=says) as refused:
+        StreamWriter(
+            tmp_path / "out",
+            "c",
+            {"axes": "TYX"},
+            dtype="uint8",
+            frame_shape=(4, 4),
+            compression=codec,
+            compression_level=level,
+        )
+    assert refused.value.reason == "bad_compression"
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_write_keeps_the_whole_pages_and_cuts_the_torn_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fails in the middle of a page's strips: the file ends with the pages
+    before it, readable, and the record says how many."""
+    from framesink.tiff import _compressed
+
+    frames = noisy(6, (128, 2048), "uint16")  # 2 strips a page
+    writer = StreamWriter(
+        tmp_path, "c", {"axes": "TYX"}, dtype="uint16", frame_shape=(128, 2048), compression="zstd"
+    )
+    writer.write(frames[:3])
+    original = _compressed.CompressedSeries._write_page
+
+    def failing(self: Any, strips: Any) -> None:
+        def torn() -> Any:
+            yield next(strips)
+            raise OSError(28, "No space left on device")
+
+        original(self, torn())
+
+    monkeypatch.setattr(_compressed.CompressedSeries, "_write_page", failing)
+    with pytest.raises(OSError, match="after 3 frames"):
+        writer.write(frames[3:])
+    monkeypatch.undo()
+    assert "write failed" in (writer.finalize().error or "")
+    record = read_metadata(tmp_path)["framesink"]
+    assert (record["frames_written"], record["reason"]) == (3, "error")
+    _kind, pixels, _ = read_tiff(tmp_path / "c.ome.tiff")
+    np.testing.assert_array_equal(pixels, frames[:3])
+
+
+KILLED_WRITER = """
+import sys
+from tests.system.test_compression import noisy
+from framesink import StreamWriter
+
+folder, codec = sys.argv[1], sys.argv[2]
+frames = noisy(400, (128, 96), "uint16")
+writer = StreamWriter(folder, "k", {"axes": "TYX", "notes": "n"}, dtype="uint16",
+                      frame_shape=(128, 96), compression=codec)
+for first in range(0, 400, 4):
+    writer.write(frames[first:first + 4], [{"delta_t": i} for i in range(first, first + 4)])
+    print(first + 4, flush=True)
+writer.finalize()
+print("finalized", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("codec", "seed"), [("zstd", 0), ("zstd", 1), ("deflate", 2)])
+def test_sigkill_at_a_random_moment_keeps_every_reported_frame(
+    tmp_path: Path, codec: str, seed: int
+) -> None:
+    """Killed while compressing and writing (or finalizing): recovery keeps at least the
+    frames the writer had reported, each pixel-exact, and invents none."""
+    stop_after = int(np.random.default_rng(seed).integers(8, 400))
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path), codec],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPOSITORY,
+    ) as child:
+        assert child.stdout is not None
+        reported = 0
+        for line in child.stdout:
+            if line.strip() == "finalized":
+                break
+            reported = int(line)
+            if reported >= stop_after:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    if (tmp_path / "framesink-journal.jsonl").exists():
+        (record,) = recover(tmp_path)
+        assert record.reason in ("recovered", "stop")
+    document = read_metadata(tmp_path)["framesink"]
+    written = document["frames_written"]
+    assert reported <= written <= 400
+    assert (document["missing_ranges"], document["compression"]) == ([], codec)
+    _kind, pixels, xml = read_tiff(tmp_path / "k.ome.tiff")
+    np.testing.assert_array_equal(pixels, noisy(400, (128, 96), "uint16")[:written])
+    validate_ome(xml)
+
+
+def _daemon_start(publisher: Publisher, name: str, **options: Any) -> Any:
+    return publisher.start(
+        name,
+        {"axes": "TYX"},
+        output_path=name,
+        output_name="cam",
+        dtype="uint16",
+        frame_shape=(64, 48),
+        **options,
+    )
+
+
+def test_the_daemon_default_and_refusals_beside_a_healthy_acquisition(
+    start_daemon: Any,
+) -> None:
+    daemon: DaemonProcess = start_daemon(
+        "--compression", "zstd", "--compression-level", "3", socket="pull"
+    )
+    frames = noisy(12, (64, 48), "uint16")
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
+        default = _daemon_start(publisher, "default")
+        deflate = _daemon_start(publisher, "deflate", compression="deflate")
+        refused = [
+            _daemon_start(publisher, "unknown", compression="lz4"),
+            _daemon_start(publisher, "level", compression="zstd", compression_level=40),
+            _daemon_start(publisher, "blosc", compression="blosc-zstd"),
+        ]
+        default.send(frames)
+        deflate.send(frames)
+        for acquisition in refused:
+            acquisition.stop()
+        default_entry = default.stop(wait=20)
+        deflate_entry = deflate.stop(wait=20)
+    assert default_entry is not None
+    assert deflate_entry is not None
+    assert (default_entry.state, default_entry.frames_written) == ("finished", 12)
+    status = daemon.status()
+    assert status.counters.rejected_by_reason.get("bad_compression") == 3
+    assert status.counters.acquisitions_rejected == 3
+    details = " ".join(error.detail for error in status.recent_errors)
+    assert "lz4" in details
+    assert "got 40" in details
+    assert "blosc-zstd" in details
+    for name in ("unknown", "level", "blosc"):
+        assert not (daemon.data_root / name).exists()
+        entry = daemon.client.acquisition(name)
+        assert entry is not None
+        assert (entry.state, entry.refusal) == ("refused", "bad_compression")
+    for name, codec, level in [("default", "zstd", 3), ("deflate", "deflate", 1)]:
+        record = read_metadata(daemon.data_root / name)["framesink"]
+        assert (record["compression"], record["compression_level"]) == (codec, level)
+        np.testing.assert_array_equal(
+            read_tiff(daemon.data_root / name / "cam.ome.tiff")[1], frames
+        )
+        assert set(_pages(daemon.data_root / name / "cam.ome.tiff")) == {(TIFF_CODES[codec], 2)}
+    assert daemon.stop() == 0
+
+
+def test_a_killed_daemon_recovers_its_compressed_acquisition_at_restart(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    root = tmp_path / "root"
+    daemon: DaemonProcess = start_daemon("--compression", "deflate", data_root=root, socket="pull")
+    frames = noisy(40, (64, 48), "uint16")
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
+        acquisition = _daemon_start(publisher, "crash")
+        acquisition.send(frames[:25], chunk=5)
+        acquisition.send(frames[30:], index=30)
+        reported = daemon.wait_for(
+            lambda s: (e := s.entry("crash")) is not None and e.frames_written == 35
+        )
+        assert reported.entry("crash") is not None
+        assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+    restarted: DaemonProcess = start_daemon(data_root=root)
+    restarted.wait_for(lambda s: not s.recovering)
+    record = read_metadata(root / "crash")["framesink"]
+    assert (record["reason"], record["frames_written"], record["missing_ranges"]) == (
+        "recovered",
+        35,
+        [[25, 29]],
+    )
+    assert record["compression"] == "deflate"
+    pixels = read_tiff(root / "crash/cam.ome.tiff")[1]
+    np.testing.assert_array_equal(pixels[:25], frames[:25])
+    np.testing.assert_array_equal(pixels[30:], frames[30:])
+    assert not pixels[25:30].any()
+    assert set(_pages(root / "crash/cam.ome.tiff")) == {(8, 2)}
+    assert restarted.stop() == 0
