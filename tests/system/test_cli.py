@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tifffile
 
 from framesink.daemon import load_settings
 
@@ -253,3 +254,17 @@ def test_demo_without_a_data_root_says_where_its_data_stays(tmp_path: Path) -> N
     assert (folder / "demo" / "metadata.json").is_file()
     left = {path.name for path in tmp_path.iterdir()}
     assert left == {folder.name}, "the sockets and keys of the demo are gone"
+
+
+def test_demo_writes_compressed_pages_when_asked(tmp_path: Path) -> None:
+    result = run_framesink(
+        "demo", "--data-root", str(tmp_path), "--frames", "12", "--shape", "64", "48",
+        "--rate", "0", "--compression", "deflate",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(deflate)" in result.stdout
+    tiff = tmp_path / "demo" / "synthetic.ome.tiff"
+    with tifffile.TiffFile(tiff) as opened:
+        assert {int(page.compression) for page in opened.pages} == {8}
+    assert read_metadata(tiff.parent)["framesink"]["compression"] == "deflate"
+    assert read_tiff(tiff)[1].shape == (12, 64, 48)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -313,3 +314,43 @@ def test_a_killed_daemon_recovers_its_compressed_acquisition_at_restart(
     assert not pixels[25:30].any()
     assert set(_pages(root / "crash/cam.ome.tiff")) == {(8, 2)}
     assert restarted.stop() == 0
+
+
+def test_frames_from_a_shared_memory_ring_are_compressed_where_they_are(
+    start_daemon: Any,
+) -> None:
+    """The pool compresses straight from the ring's slots (the ring is small: slots
+    are reused while later frames compress); every slot comes back, every pixel is
+    exact."""
+    daemon: DaemonProcess = start_daemon(socket="pull")
+    frames = noisy(120, (128, 160), "uint16")
+    ring_bytes = 16 * frames[0].nbytes
+    with Publisher(
+        daemon.ingest, kind="push", control=daemon.control, shared_memory=ring_bytes
+    ) as publisher:
+        acquisition = publisher.start(
+            "ring",
+            {"axes": "TYX"},
+            output_path="ring",
+            output_name="cam",
+            dtype="uint16",
+            frame_shape=(128, 160),
+            compression="zstd",
+            compression_level=3,
+        )
+        for frame in frames:
+            acquisition.send(frame)
+        entry = acquisition.stop(wait=30)
+        ring = publisher.ring
+        assert ring is not None
+        deadline = time.monotonic() + 10
+        while ring.lent and time.monotonic() < deadline:
+            ring.collect_releases(0.2)
+        assert ring.lent == 0, "every slot came back"
+    assert entry is not None
+    assert (entry.state, entry.frames_written) == ("finished", 120)
+    image = daemon.data_root / "ring" / "cam.ome.tiff"
+    np.testing.assert_array_equal(read_tiff(image)[1], frames)
+    assert set(_pages(image)) == {(TIFF_CODES["zstd"], 2)}
+    assert read_metadata(daemon.data_root / "ring")["framesink"]["compression_level"] == 3
+    assert daemon.stop() == 0

@@ -121,6 +121,7 @@ def _report(folder: Path, code: int) -> int:
         f"  shape {record.shape} ({record.axes}), {record.dtype}, "
         f"{record.frames_written} frames written, {record.frames_missing} missing, "
         f"complete={record.complete}, {tiff.stat().st_size / 2**20:.1f} MiB"
+        + (f" ({record.compression.value})" if record.compression != "none" else "")
     )
     print(f"  metadata: {metadata}")
     if record.files.sidecar:
