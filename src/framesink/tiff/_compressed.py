@@ -36,8 +36,8 @@ HORIZONTAL_DIFFERENCING = 2
 NO_PREDICTOR = 1
 _IFD_ENTRY_BYTES = 20
 
-_Pending = collections.deque[list[Future[bytes]]]
-"""Pages handed to the pool, oldest first, each as its strips' futures."""
+_Pending = collections.deque[list[Future[list[bytes]]]]
+"""Pages handed to the pool, oldest first, each as its tasks' futures."""
 
 
 class CompressedSeries:
@@ -63,9 +63,9 @@ class CompressedSeries:
         self._encode = encoder(compression, level)
         self._predictor = predictor_of(layout.dtype)
         self._rows = rows_per_strip(layout)
-        strips_per_page = -(-layout.frame_shape[0] // self._rows)
-        self._in_flight = max(2 * strips_per_page, 4 * codec_workers())
-        """Strips handed to the pool at most: the next page compresses while one is written."""
+        self._tasks = codec_workers()
+        self._in_flight = max(2, self._tasks)
+        """Pages handed to the pool at most: the next page compresses while one is written."""
         self._file = folder.create_binary(name)
         self._tiff = tifffile.TiffWriter(tifffile.FileHandle(self._file, name=name), bigtiff=True)
         self._end = self._tiff.filehandle.tell()
@@ -88,7 +88,7 @@ class CompressedSeries:
         pending: _Pending = collections.deque()
         try:
             while self._submit(frames, pending):
-                self._write_page(future.result() for future in pending[0])
+                self._write_page(strip for part in pending[0] for strip in part.result())
                 pending.popleft()
         finally:
             _settle(pending)
@@ -96,17 +96,22 @@ class CompressedSeries:
     def _submit(
         self,
         frames: Iterator[np.ndarray[Any, Any]],
-        pending: collections.deque[list[Future[bytes]]],
+        pending: _Pending,
     ) -> bool:
-        """Give the pool frames until enough strips are in flight; False when none is left."""
+        """Give the pool frames until enough pages are in flight; False when none is left.
+
+        A page goes to the pool as one task per core (each compressing a run of its
+        strips): every core works on a large frame, without a task per strip.
+        """
         pool = codec_pool()
-        while sum(map(len, pending)) < self._in_flight:
+        while len(pending) < self._in_flight:
             frame = next(frames, None)
             if frame is None:
                 break
-            pending.append(
-                [pool.submit(self._encode_strip, part) for part in self._strips_of(frame)]
-            )
+            strips = self._strips_of(frame)
+            run = -(-len(strips) // self._tasks)
+            parts = [strips[start : start + run] for start in range(0, len(strips), run)]
+            pending.append([pool.submit(self._encode_strips, part) for part in parts])
         return bool(pending)
 
     def append_empty(self, count: int) -> None:
@@ -119,6 +124,9 @@ class CompressedSeries:
 
     def _strips_of(self, frame: np.ndarray[Any, Any]) -> list[np.ndarray[Any, Any]]:
         return [frame[row : row + self._rows] for row in range(0, len(frame), self._rows)]
+
+    def _encode_strips(self, strips: list[np.ndarray[Any, Any]]) -> list[bytes]:
+        return [self._encode_strip(strip) for strip in strips]
 
     def _encode_strip(self, strip: np.ndarray[Any, Any]) -> bytes:
         if self._predictor == HORIZONTAL_DIFFERENCING:
