@@ -74,3 +74,26 @@ def test_bench_runs_every_mode_and_accounts_for_every_frame(tmp_path: Path) -> N
         goal.startswith("SUB overload") and goal.endswith(" met") for goal in report["goals"]
     )
     assert not list(tmp_path.iterdir()), "the bench leaves its files behind"
+
+
+def test_the_compression_bench_compares_framesink_with_tifffile(tmp_path: Path) -> None:
+    """The compressed run writes the same bytes as tifffile (same codec, level,
+    predictor and strips) and prints the codec's limit and the ratios."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks", "--dir", str(tmp_path), "--compression", "zstd",
+            "--large-count", "6", "--repeat", "1", "--no-warmup", "--no-prefault",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=REPOSITORY,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "zstd level 1" in lines[0]
+    assert any("codec on one core" in line for line in lines)
+    (size,) = [line for line in lines if "file size / tifffile's" in line]
+    assert 0.9 <= float(size.rsplit(" ", 1)[1]) <= 1.1
+    assert any(line.strip().startswith("framesink shm") for line in lines)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from framesink import MetaData, OutputParameters, StreamWriter, save_config_frames
+from framesink import MetaData, OutputParameters, save_config_frames
 
 from ..helpers import DaemonProcess
 
@@ -59,18 +59,24 @@ def bioformats_jar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return jar
 
 
-def image_info(jar: Path, path: Path) -> dict[str, str]:
+def bioformats_tool(jar: Path, tool: str, *arguments: str) -> str:
+    """Run one of Bio-Formats' command-line tools (``loci.formats.tools.<tool>``); its output."""
     java = shutil.which("java")
     assert java, "Java is needed to run Bio-Formats"
     result = subprocess.run(
-        [java, "-cp", str(jar), "loci.formats.tools.ImageInfo", "-nopix", "-nometa", str(path)],
+        [java, "-cp", str(jar), f"loci.formats.tools.{tool}", *arguments],
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    return dict(re.findall(r"^\s*([A-Za-z ]+?) = (.+?)\s*$", result.stdout, re.MULTILINE))
+    return result.stdout
+
+
+def image_info(jar: Path, path: Path) -> dict[str, str]:
+    output = bioformats_tool(jar, "ImageInfo", "-nopix", "-nometa", str(path))
+    return dict(re.findall(r"^\s*([A-Za-z ]+?) = (.+?)\s*$", output, re.MULTILINE))
 
 
 @pytest.mark.slow
@@ -139,47 +145,12 @@ def test_bioformats_reads_an_mda_streamed_from_pymmcore_plus(
 
 
 def _bioformats_ome_xml(jar: Path, path: Path) -> str:
-    java = shutil.which("java")
-    assert java, "Java is needed to run Bio-Formats"
-    result = subprocess.run(
-        [
-            java,
-            "-cp",
-            str(jar),
-            "loci.formats.tools.ImageInfo",
-            "-nopix",
-            "-omexml-only",
-            str(path),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    return bioformats_tool(jar, "ImageInfo", "-nopix", "-omexml-only", str(path))
 
 
 def bioformats_pixels(jar: Path, path: Path, out: Path) -> np.ndarray[Any, Any]:
     """The pixels Bio-Formats decodes from ``path`` (converted to an uncompressed OME-TIFF)."""
-    java = shutil.which("java")
-    assert java, "Java is needed to run Bio-Formats"
-    result = subprocess.run(
-        [
-            java,
-            "-cp",
-            str(jar),
-            "loci.formats.tools.ImageConverter",
-            "-no-upgrade",
-            str(path),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    bioformats_tool(jar, "ImageConverter", "-no-upgrade", str(path), str(out))
     return np.asarray(tifffile.imread(out))
 
 
@@ -204,27 +175,16 @@ def test_bioformats_decodes_compressed_pages_pixel_exact(
     shape: list[int | None] | None,
 ) -> None:
     """What Fiji's importer decodes equals what was sent, gap included."""
-    from .test_compression import noisy
+    from .test_compression import write_with_a_gap
 
-    frames = noisy(8, frame_shape, dtype)
-    with StreamWriter(
-        tmp_path,
-        "c",
-        {"axes": axes},
-        dtype=dtype,
-        frame_shape=frame_shape,
-        shape=shape,
-        compression=codec,
-    ) as writer:
-        writer.write(frames[:3])
-        writer.skip(2)
-        writer.write(frames[5:])
+    frames = write_with_a_gap(tmp_path, codec, axes, dtype, frame_shape, shape)
     info = image_info(bioformats_jar, tmp_path / "c.ome.tiff")
     assert info["Pixel type"] == {"float32": "float"}.get(dtype, dtype)
     decoded = bioformats_pixels(bioformats_jar, tmp_path / "c.ome.tiff", tmp_path / "bf.ome.tif")
     if axes.endswith("S"):
         decoded = np.moveaxis(decoded, 1, -1)  # Bio-Formats writes RGB planar
-    expected = np.concatenate([frames[:3], np.zeros((2, *frame_shape), dtype), frames[5:]])
+    expected = frames.copy()
+    expected[5:8] = 0
     written = tifffile.imread(tmp_path / "c.ome.tiff")
-    np.testing.assert_array_equal(decoded.reshape(-1, *frame_shape)[:8], expected)
-    np.testing.assert_array_equal(written.reshape(-1, *frame_shape)[:8], expected)
+    np.testing.assert_array_equal(decoded.reshape(-1, *frame_shape)[:14], expected)
+    np.testing.assert_array_equal(written.reshape(-1, *frame_shape)[:14], expected)

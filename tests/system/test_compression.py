@@ -45,6 +45,27 @@ def noisy(
     return frames.astype(dtype)
 
 
+def write_with_a_gap(
+    folder: Path,
+    codec: str,
+    axes: str,
+    dtype: str,
+    frame_shape: tuple[int, ...],
+    shape: list[int | None] | None,
+) -> np.ndarray[Any, Any]:
+    """``folder/c.ome.tiff``: 14 camera-like frames, 5-7 never received (zero pages)
+    and padding to a whole step; the frames (received or not) are returned."""
+    frames = noisy(14, frame_shape, dtype)
+    with StreamWriter(
+        folder, "c", {"axes": axes, "notes": "n"}, dtype=dtype, frame_shape=frame_shape,
+        shape=shape, compression=codec,
+    ) as writer:  # fmt: skip
+        writer.write(frames[:5])
+        writer.skip(3)
+        writer.write(frames[8:])
+    return frames
+
+
 def _pages(path: Path) -> list[tuple[int, int]]:
     with tifffile.TiffFile(path) as tiff:
         return [(int(page.compression), int(page.predictor)) for page in tiff.pages]  # type: ignore[union-attr]
@@ -60,19 +81,7 @@ def test_compressed_pages_read_back_pixel_exact(
     frame_shape: tuple[int, ...],
     shape: list[int | None] | None,
 ) -> None:
-    frames = noisy(14, frame_shape, dtype)
-    with StreamWriter(
-        tmp_path,
-        "c",
-        {"axes": axes, "notes": "n"},
-        dtype=dtype,
-        frame_shape=frame_shape,
-        shape=shape,
-        compression=codec,
-    ) as writer:
-        writer.write(frames[:5])
-        writer.skip(3)  # a gap: zero pages
-        writer.write(frames[8:])
+    frames = write_with_a_gap(tmp_path, codec, axes, dtype, frame_shape, shape)
     record = read_metadata(tmp_path)["framesink"]
     per_step = 1 if shape is None else int(np.prod([s for s in shape[1:] if s]))
     total = -(-14 // per_step) * per_step
