@@ -118,7 +118,7 @@ class InterruptedCompressedTiff:
             handle.close()
             return None
         tiff.pages.cache = False
-        return cls(handle, tiff, frame_bytes, _whole_pages(tiff, state.frames or 0))
+        return cls(handle, tiff, frame_bytes, _whole_pages(tiff, state.frames or 0, state.synced))
 
     def read(self, first: int, into: np.ndarray[Any, np.dtype[np.uint8]]) -> bool:
         frames = into.reshape(-1, self.frame_bytes)
@@ -141,13 +141,26 @@ class InterruptedCompressedTiff:
         self._handle.close()
 
 
-def _whole_pages(tiff: tifffile.TiffFile, journaled: int) -> int:
-    """Pages (at most ``journaled``) whose IFDs read back."""
+def _whole_pages(tiff: tifffile.TiffFile, journaled: int, synced: int) -> int:
+    """Pages (at most ``journaled``) that read back whole.
+
+    Pages up to the last fsync (``synced``) are on stable storage; of the later ones (at
+    most ``fsync_interval`` of frames) each is decoded as well: after a power cut their
+    blocks may be zeros, and such a page is a frame that never reached the disk (counted
+    missing), not a frame of zeros.
+    """
     pages = 0
     while pages < journaled:
         try:
-            tiff.pages[pages]
+            page = tiff.pages[pages]
+            if pages >= synced:
+                page.asarray()
         except (IndexError, tifffile.TiffFileError, ValueError, OSError, struct.error):
+            break
+        except Exception as exc:  # noqa: BLE001 - whatever the codec raises on torn data
+            log.warning(
+                "%s: page %d does not decode (%s); kept up to it", tiff.filename, pages, exc
+            )
             break
         pages += 1
     return pages
