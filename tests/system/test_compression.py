@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
@@ -22,12 +22,23 @@ from ..helpers import DaemonProcess, read_metadata, read_tiff, validate_ome
 
 REPOSITORY = Path(__file__).parents[2]
 TIFF_CODES = {"zstd": 50000, "deflate": 8}
+
+
+class Layout(NamedTuple):
+    """What a compressed test acquisition looks like."""
+
+    axes: str
+    dtype: str
+    frame_shape: tuple[int, ...]
+    shape: list[int | None] | None = None
+
+
 CASES = [
-    ("TYX", "uint16", (48, 40), None),
-    ("TCZYX", "uint16", (32, 24), [None, 2, 3]),
-    ("TYXS", "uint8", (30, 20, 3), None),
-    ("TYX", "uint8", (33, 17), None),
-    ("TYX", "float32", (20, 24), None),
+    Layout("TYX", "uint16", (48, 40)),
+    Layout("TCZYX", "uint16", (32, 24), [None, 2, 3]),
+    Layout("TYXS", "uint8", (30, 20, 3)),
+    Layout("TYX", "uint8", (33, 17)),
+    Layout("TYX", "float32", (20, 24)),
 ]
 
 
@@ -46,20 +57,13 @@ def noisy(
     return frames.astype(dtype)
 
 
-def write_with_a_gap(
-    folder: Path,
-    codec: str,
-    axes: str,
-    dtype: str,
-    frame_shape: tuple[int, ...],
-    shape: list[int | None] | None,
-) -> np.ndarray[Any, Any]:
+def write_with_a_gap(folder: Path, codec: str, layout: Layout) -> np.ndarray[Any, Any]:
     """``folder/c.ome.tiff``: 14 camera-like frames, 5-7 never received (zero pages)
     and padding to a whole step; the frames (received or not) are returned."""
-    frames = noisy(14, frame_shape, dtype)
+    frames = noisy(14, layout.frame_shape, layout.dtype)
     with StreamWriter(
-        folder, "c", {"axes": axes, "notes": "n"}, dtype=dtype, frame_shape=frame_shape,
-        shape=shape, compression=codec,
+        folder, "c", {"axes": layout.axes, "notes": "n"}, dtype=layout.dtype,
+        frame_shape=layout.frame_shape, shape=layout.shape, compression=codec,
     ) as writer:  # fmt: skip
         writer.write(frames[:5])
         writer.skip(3)
@@ -73,16 +77,10 @@ def _pages(path: Path) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize("codec", ["zstd", "deflate"])
-@pytest.mark.parametrize(("axes", "dtype", "frame_shape", "shape"), CASES)
-def test_compressed_pages_read_back_pixel_exact(
-    tmp_path: Path,
-    codec: str,
-    axes: str,
-    dtype: str,
-    frame_shape: tuple[int, ...],
-    shape: list[int | None] | None,
-) -> None:
-    frames = write_with_a_gap(tmp_path, codec, axes, dtype, frame_shape, shape)
+@pytest.mark.parametrize("layout", CASES, ids=str)
+def test_compressed_pages_read_back_pixel_exact(tmp_path: Path, codec: str, layout: Layout) -> None:
+    frames = write_with_a_gap(tmp_path, codec, layout)
+    _axes, dtype, frame_shape, shape = layout
     record = read_metadata(tmp_path)["framesink"]
     per_step = 1 if shape is None else int(np.prod([s for s in shape[1:] if s]))
     total = -(-14 // per_step) * per_step
