@@ -400,3 +400,32 @@ def test_a_power_cut_leaves_unwritten_compressed_pages_missing_not_invented(
     np.testing.assert_array_equal(pixels[:4], frames[:4])
     assert not pixels[4:].any()
     assert (record.frames_written, record.missing_ranges) == (4, [[4, 5]])
+
+
+def test_sigterm_drains_every_queued_frame_of_two_compressed_acquisitions(
+    start_daemon: Any,
+) -> None:
+    """SIGTERM as soon as two open compressed acquisitions (sharing the pool) have
+    received their frames: every received frame is compressed, written and finalized
+    before the exit."""
+    daemon: DaemonProcess = start_daemon(socket="pull")
+    frames = noisy(60, (64, 48), "uint16")
+    with Publisher(daemon.ingest, control=daemon.control, kind="push") as publisher:
+        runs = [
+            _daemon_start(publisher, "zstd", compression="zstd"),
+            _daemon_start(publisher, "deflate", compression="deflate", compression_level=9),
+        ]
+        for run in runs:
+            run.send(frames)
+    daemon.wait_for(lambda s: s.counters.frames_received == 120)
+    assert daemon.stop(signal.SIGTERM) == 0
+    for name, code in (("zstd", 50000), ("deflate", 8)):
+        record = read_metadata(daemon.data_root / name)["framesink"]
+        assert (record["reason"], record["frames_written"], record["missing_ranges"]) == (
+            "shutdown",
+            60,
+            [],
+        )
+        image = daemon.data_root / name / "cam.ome.tiff"
+        np.testing.assert_array_equal(read_tiff(image)[1], frames)
+        assert set(_pages(image)) == {(code, 2)}
