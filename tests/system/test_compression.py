@@ -270,6 +270,7 @@ def test_the_daemon_default_and_refusals_beside_a_healthy_acquisition(
     assert default_entry is not None
     assert deflate_entry is not None
     assert (default_entry.state, default_entry.frames_written) == ("finished", 12)
+    assert (default_entry.compression, deflate_entry.compression) == ("zstd", "deflate")
     status = daemon.status()
     assert status.counters.rejected_by_reason.get("bad_compression") == 3
     assert status.counters.acquisitions_rejected == 3

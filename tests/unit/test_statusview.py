@@ -102,3 +102,37 @@ def test_status_table_shows_acquisitions_errors_and_counters() -> None:
     recovering = status.model_copy(update={"recovering": True})
     assert "recovering interrupted acquisitions" in render_status(recovering)
     assert "recovering" not in render_status(status)
+
+
+def test_a_compressed_acquisition_names_its_codec_in_the_io_column() -> None:
+    entry = {
+        **ENTRY_DEFAULTS,
+        "acquisition": "run-z",
+        "state": "open",
+        "frames_written": 4,
+        "frames_missing": 0,
+        "frames_dropped": 0,
+        "frames_per_s": 2.0,
+        "reason": None,
+        "path": "/data/z/x.ome.tiff.partial",
+        "error": None,
+        "compression": "zstd",
+    }
+    raw = {
+        "version": "1.0.0",
+        "state": "running",
+        "uptime_s": 1.0,
+        "socket": "pull",
+        "queued_bytes": 0,
+        "queue_limit_bytes": 1 << 20,
+        "free_bytes": 1 << 30,
+        "ingest": [],
+        "data_root": "/data",
+        "acquisitions": [entry],
+        "counters": {},
+        "recovering": False,
+        "recent_errors": [],
+    }
+    lines = render_status(DaemonStatus.model_validate(raw)).splitlines()
+    row = next(line for line in lines if line.startswith("run-z"))
+    assert row.split()[-2:] == ["cache,zstd", "/data/z/x.ome.tiff.partial"]

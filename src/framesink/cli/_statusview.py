@@ -61,7 +61,8 @@ def _acquisition_lines(acquisitions: list[AcquisitionEntry]) -> list[str]:
                 str(entry.frames_dropped),
                 "-" if rate is None else f"{rate:.0f}",
                 entry.reason.value if entry.reason else "-",
-                "direct" if entry.direct_io else "cache",
+                ("direct" if entry.direct_io else "cache")
+                + ("" if entry.compression == "none" else f",{entry.compression.value}"),
                 printable(entry.path),
             )
         )

@@ -90,6 +90,7 @@ class SinkProgress:
     started: str
     counts: FrameCounts
     direct_io: bool
+    compression: Compression = Compression.NONE
 
 
 class WriteError(FramesinkError, RuntimeError):

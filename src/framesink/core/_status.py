@@ -8,6 +8,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
+from ._compression import Compression
 from ._record import FinishReason, FrameCounts
 
 
@@ -134,6 +135,7 @@ class AcquisitionEntry(BaseModel):
     messages_lost: int
     bytes_written: int
     direct_io: bool
+    compression: Compression = Compression.NONE
     queued_bytes: int
     frames_discarded_after_error: int
     frames_per_s: float | None

@@ -155,6 +155,7 @@ class Session:
             path=str(progress.path),
             **progress.counts.model_dump(),
             direct_io=progress.direct_io,
+            compression=progress.compression,
             queued_bytes=self._queued_bytes,
             frames_discarded_after_error=self.frames_lost,
             frames_per_s=None if record else round(progress.counts.frames_written / elapsed, 1),

@@ -90,4 +90,5 @@ class StoreSink:
             started=writer.started,
             counts=writer.ledger.counts(),
             direct_io=writer.direct_io,
+            compression=writer.options.compression,
         )
