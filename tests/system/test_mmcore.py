@@ -176,6 +176,22 @@ def test_the_handler_streams_through_shared_memory(start_daemon: StartDaemon) ->
     assert daemon.status().counters.frames_received == 24
 
 
+def test_the_handler_asks_for_compressed_pages(start_daemon: StartDaemon) -> None:
+    """``compression`` and its level reach every position's start: pixel-exact zstd pages."""
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder()
+    handler = _handler(daemon, output_name="z", core=core, compression="zstd", compression_level=5)
+    core.mda.run(_sequence(stage_positions=POSITIONS[:1]), output=[handler, recorder])
+    (entry,) = handler.entries.values()
+    assert (entry.frames_written, entry.complete, entry.compression) == (24, True, "zstd")
+    record = read_metadata(daemon.data_root / "exp")["framesink"]
+    assert (record["compression"], record["compression_level"]) == ("zstd", 5)
+    pixels = read_tiff(daemon.data_root / "exp" / "z.ome.tiff")[1]
+    for (t, c, z), _ in np.ndenumerate(np.empty((3, 2, 4))):
+        np.testing.assert_array_equal(pixels[t, c, z], recorder.at(t=t, p=0, c=c, z=z))
+
+
 def test_the_documented_example_runs_as_is(start_daemon: StartDaemon, tmp_path: Path) -> None:
     """The docs' example, with only the daemon's two endpoints pointed at the test's."""
     daemon = start_daemon(socket="pull")
