@@ -12,13 +12,26 @@ from ._record import AcquisitionFiles, AcquisitionRecord, FinishReason, FrameCou
 from ._sink import StorageOptions
 from ._version import __version__
 
+NO_OPTIONS = StorageOptions()
+
 
 class Ledger:
     """Counts kept as frames are stored, skipped, dropped or lost."""
 
-    def __init__(self, acquisition: str, layout: FrameLayout, started: str | None = None) -> None:
+    def __init__(
+        self,
+        acquisition: str,
+        layout: FrameLayout,
+        started: str | None = None,
+        *,
+        format_name: str | None = None,
+        options: StorageOptions = NO_OPTIONS,
+    ) -> None:
+        """``format_name`` and ``options`` say how the pixels are stored (for the record)."""
         self.acquisition = acquisition
         self.layout = layout
+        self.format_name = format_name
+        self.options = options
         self.started = started or utc_now()
         self.frames_written = 0
         self.frames_missing = 0
@@ -68,17 +81,14 @@ class Ledger:
         files: AcquisitionFiles,
         frames_in_image: int,
         error: str | None,
-        storage: tuple[str, StorageOptions],
     ) -> AcquisitionRecord:
-        """The record for an image holding ``frames_in_image`` frames, stored as
-        ``storage`` says (its format's name and options)."""
-        format_name, options = storage
+        """The acquisition record for an image holding ``frames_in_image`` frames."""
         return AcquisitionRecord(
             acquisition=self.acquisition,
             files=files,
-            format=format_name,
-            compression=options.compression,
-            compression_level=options.compression_level,
+            format=self.format_name,
+            compression=self.options.compression,
+            compression_level=self.options.compression_level,
             dtype=self.layout.dtype.name,
             axes=self.layout.axes,
             shape=list(self.layout.file_shape(frames_in_image)),

@@ -81,7 +81,13 @@ class AcquisitionWriter:
         self.options = options
         self.folder = folder if isinstance(folder, Folder) else _open_folder(folder)
         self.acquisition = acquisition or self.name
-        self.ledger = Ledger(self.acquisition, self.layout, started)
+        self.ledger = Ledger(
+            self.acquisition,
+            self.layout,
+            started,
+            format_name=image_format.name,
+            options=options,
+        )
         self.fsync_interval = fsync_interval
         self.files = OutputFiles(self.name, image_format.suffix)
         self._failure: OSError | None = None
@@ -94,7 +100,7 @@ class AcquisitionWriter:
                 image_format,
                 self.layout,
                 options,
-                header=self._journal_header(),
+                header=_journal_header(self.ledger, self.name, self.files, self.metadata),
             )
         except BaseException:
             if not isinstance(folder, Folder):
@@ -151,24 +157,6 @@ class AcquisitionWriter:
         # A sidecar alone is a leftover (its acquisition's other files are gone).
         for name in self.files.all if overwrite else (self.files.sidecar,):
             self.folder.unlink(name)
-
-    def _journal_header(self) -> JournalHeader:
-        return JournalHeader(
-            acquisition=self.acquisition,
-            format=self.format.name,
-            options=dataclasses.asdict(self.options),
-            name=self.name,
-            image=self.files.image,
-            partial=self.files.partial,
-            sidecar=self.files.sidecar,
-            axes=self.layout.axes,
-            dtype=self.layout.dtype.name,
-            frame_shape=list(self.layout.frame_shape),
-            shape=list(self.layout.leading_shape),
-            metadata=self.metadata,
-            started=self.started,
-            version=__version__,
-        )
 
     # -- writing -----------------------------------------------------------------------
     def write(
@@ -287,7 +275,6 @@ class AcquisitionWriter:
                 self._files_record(image_name),
                 self.frames_in_file,
                 "; ".join(errors) or None,
-                (self.format.name, self.options),
             )
             metadata_written = self._write_metadata(errors)
         finally:
@@ -348,6 +335,29 @@ class AcquisitionWriter:
             self.finalize(FinishReason.STOP)
         elif not self.finalized:
             self.finalize(FinishReason.ERROR, error=f"{type(exc).__name__}: {exc}")
+
+
+def _journal_header(
+    ledger: Ledger, name: str, files: OutputFiles, metadata: dict[str, Any]
+) -> JournalHeader:
+    """What recovery needs to rebuild the acquisition ``ledger`` keeps the counts of."""
+    layout = ledger.layout
+    return JournalHeader(
+        acquisition=ledger.acquisition,
+        format=ledger.format_name,
+        options=dataclasses.asdict(ledger.options),
+        name=name,
+        image=files.image,
+        partial=files.partial,
+        sidecar=files.sidecar,
+        axes=layout.axes,
+        dtype=layout.dtype.name,
+        frame_shape=list(layout.frame_shape),
+        shape=list(layout.leading_shape),
+        metadata=metadata,
+        started=ledger.started,
+        version=__version__,
+    )
 
 
 def _open_folder(path: str | Path) -> Folder:

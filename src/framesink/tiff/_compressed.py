@@ -27,6 +27,7 @@ import tifffile
 
 from ..core import Compression, FrameLayout
 from ..store import Folder, codec_pool, codec_workers, encoder
+from ._image import photometric_of
 
 STRIP_BYTES = 256 * 1024
 """Uncompressed bytes a strip holds at most (one row at least)."""
@@ -144,7 +145,7 @@ class CompressedSeries:
             compression=TIFF_COMPRESSION[self._compression],
             predictor=self._predictor,
             rowsperstrip=self._rows,
-            photometric="rgb" if self.layout.axes.endswith("S") else "minisblack",
+            photometric=photometric_of(self.layout),
             description=self._description if self.pages == 0 else None,
             metadata=None,
         )

@@ -36,7 +36,15 @@ class OmeTiffFormat:
         journal: Journal,
     ) -> TiffImage:
         series: PageSeries
-        if options.compression is not Compression.NONE:
+        if options.compression is Compression.NONE:
+            series = ContiguousSeries(
+                folder,
+                files.partial,
+                layout,
+                description=PLACEHOLDER_DESCRIPTION,
+                direct_io=options.direct_io,
+            )
+        else:
             series = CompressedSeries(
                 folder,
                 files.partial,
@@ -45,23 +53,15 @@ class OmeTiffFormat:
                 compression=options.compression,
                 level=options.compression_level,
             )
-            return TiffImage(folder, files, layout, series)
-        series = ContiguousSeries(
-            folder,
-            files.partial,
-            layout,
-            description=PLACEHOLDER_DESCRIPTION,
-            direct_io=options.direct_io,
-        )
         return TiffImage(folder, files, layout, series)
 
     def open_interrupted(
         self, folder: Folder, source: str, state: JournalState
     ) -> InterruptedTiff | InterruptedCompressedTiff | None:
         header = state.header
-        if header.options.get("compression", Compression.NONE) != Compression.NONE:
-            return InterruptedCompressedTiff.open(folder, source, state)
         frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
+        if header.options.get("compression", Compression.NONE) != Compression.NONE:
+            return InterruptedCompressedTiff.open(folder, source, state, frame_bytes)
         handle = folder.open_binary(source)
         try:
             frames, offset = _frames_on_disk(handle, source, frame_bytes, state.frames)
@@ -107,10 +107,8 @@ class InterruptedCompressedTiff:
 
     @classmethod
     def open(
-        cls, folder: Folder, source: str, state: JournalState
+        cls, folder: Folder, source: str, state: JournalState, frame_bytes: int
     ) -> InterruptedCompressedTiff | None:
-        header = state.header
-        frame_bytes = int(np.prod(header.frame_shape)) * np.dtype(header.dtype).itemsize
         handle = folder.open_binary(source)
         try:
             tiff = tifffile.TiffFile(tifffile.FileHandle(handle, name=source))

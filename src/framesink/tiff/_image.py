@@ -23,6 +23,11 @@ PLACEHOLDER_DESCRIPTION = (
 )
 
 
+def photometric_of(layout: FrameLayout) -> str:
+    """Interleaved RGB(A) pages when the axes end in ``S``, grayscale otherwise."""
+    return "rgb" if layout.axes.endswith("S") else "minisblack"
+
+
 class PageSeries(Protocol):
     """Pages of one TIFF series appended in frame order; ``pages`` counts complete ones.
 

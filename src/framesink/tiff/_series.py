@@ -20,6 +20,7 @@ import tifffile
 from ..core import FrameLayout
 from ..store import DIRECT_ALIGNMENT, Folder, PartialWriteError, PixelFile
 from ._ifds import append_page_index
+from ._image import photometric_of
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ class ContiguousSeries:
             returnoffset=True,
             metadata=None,
             description=self._description,
-            photometric="rgb" if self.layout.axes.endswith("S") else "minisblack",
+            photometric=photometric_of(self.layout),
         )
         self._tiff.filehandle.flush()
         if result is None:
