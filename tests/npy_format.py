@@ -101,6 +101,9 @@ class NpyFramesFormat:
     record_aliases = ()
     compressions = frozenset({Compression.NONE})
 
+    def check_layout(self, layout: FrameLayout, acquisition: str | None = None) -> None:
+        """Any layout fits."""
+
     def create(
         self,
         folder: Folder,

@@ -24,6 +24,7 @@ RANK = {
     "store": 1,
     "transport": 1,
     "tiff": 2,
+    "omezarr": 2,
     "formats": 3,
     "api": 4,
     "daemon": 4,
@@ -33,7 +34,7 @@ RANK = {
 """A layer may import its own package and layers of lower rank only (layers of equal
 rank do not import each other: the store and the transports, one format package and
 another; ``api`` is ``framesink/__init__``)."""
-FORMAT_PACKAGES = {"tiff"}
+FORMAT_PACKAGES = {"tiff", "omezarr"}
 """Packages that encode one storage format; only :mod:`framesink.formats` lists them."""
 REGISTRY = "formats"
 DAEMON_DOOR_TO_FORMATS = "framesink.daemon._service"

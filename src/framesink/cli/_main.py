@@ -69,12 +69,27 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     serve.add_argument(
         "--on-exists", choices=["increment", "error"], help="policy for taken folders"
     )
-    serve.add_argument("--format", help="storage format of a start that names none (ome-tiff)")
     serve.add_argument(
-        "--compression", help="codec of a start that names none: none, zstd or deflate"
+        "--format", help="storage format of a start that names none: ome-tiff or ome-zarr"
+    )
+    serve.add_argument(
+        "--compression",
+        help="codec of a start that names none: none, zstd, deflate "
+        "(OME-Zarr also blosc-lz4, blosc-zstd)",
     )
     serve.add_argument(
         "--compression-level", type=int, help="its level (zstd 1-22, deflate 1-12; default 1)"
+    )
+    serve.add_argument(
+        "--chunk-shape",
+        type=_pair,
+        metavar="ROWS,COLUMNS",
+        help="OME-Zarr: rows and columns of a frame per chunk (default: about 1 MiB of rows)",
+    )
+    serve.add_argument(
+        "--shard-frames",
+        type=_positive,
+        help="OME-Zarr: frames a shard aims to hold (default: about 128 MiB a shard)",
     )
     serve.add_argument(
         "--curve-server-key",
@@ -163,6 +178,15 @@ def _positive(text: str) -> int:
     return number
 
 
+def _pair(text: str) -> tuple[int, int]:
+    """An argparse type: two whole numbers of at least 1, as ``ROWS,COLUMNS``."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"give two numbers as ROWS,COLUMNS; got {text!r}")
+    rows, columns = (_positive(part.strip()) for part in parts)
+    return rows, columns
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser, subcommands = _parser()
     arguments, unknown = parser.parse_known_args(argv)
@@ -195,6 +219,8 @@ def _serve(arguments: argparse.Namespace) -> int:
         "format": arguments.format,
         "compression": arguments.compression,
         "compression_level": arguments.compression_level,
+        "chunk_shape": arguments.chunk_shape,
+        "shard_frames": arguments.shard_frames,
         "curve_server_key": arguments.curve_server_key,
         "curve_clients": arguments.curve_clients,
         "metrics": arguments.metrics,

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._compression import Compression, compression_of
-from ._errors import FramesinkError
+from ._errors import FramesinkError, RefusalError
 from ._layout import FrameLayout
 from ._names import ExistsPolicy
 from ._record import AcquisitionRecord, FinishReason, FrameCounts
@@ -47,6 +47,12 @@ class StorageOptions:
     compression: Compression = Compression.NONE
     compression_level: int | None = None
     """The codec's level (None without compression)."""
+    chunk_shape: tuple[int, int] | None = None
+    """Rows and columns of a frame that one chunk holds, for formats that chunk frames
+    (None: the format's rule from the frame shape and dtype)."""
+    shard_frames: int | None = None
+    """Frames one shard aims to hold, for formats that group chunks in shards (None:
+    the format's rule)."""
 
     @classmethod
     def create(
@@ -55,11 +61,37 @@ class StorageOptions:
         direct_io: bool = True,
         compression: object = Compression.NONE,
         compression_level: object = None,
+        chunk_shape: Sequence[int] | None = None,
+        shard_frames: int | None = None,
         acquisition: str | None = None,
     ) -> StorageOptions:
-        """Options with the compression checked (RefusalError ``bad_compression``)."""
+        """Options with the compression checked (RefusalError ``bad_compression``) and
+        the chunk and shard choices checked (RefusalError ``bad_start``)."""
         codec, level = compression_of(compression, compression_level, acquisition)
-        return cls(direct_io=direct_io, compression=codec, compression_level=level)
+        chunk = None if chunk_shape is None else tuple(chunk_shape)
+        if chunk is not None and (len(chunk) != 2 or not all(_positive(n) for n in chunk)):
+            raise RefusalError(
+                "bad_start",
+                f"chunk_shape must be two positive integers [rows, columns]; got {chunk_shape!r}",
+                acquisition,
+            )
+        if shard_frames is not None and not _positive(shard_frames):
+            raise RefusalError(
+                "bad_start",
+                f"shard_frames must be a positive integer; got {shard_frames!r}",
+                acquisition,
+            )
+        return cls(
+            direct_io=direct_io,
+            compression=codec,
+            compression_level=level,
+            chunk_shape=None if chunk is None else (chunk[0], chunk[1]),
+            shard_frames=shard_frames,
+        )
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1 << 20
 
 
 @dataclass(frozen=True)

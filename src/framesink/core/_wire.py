@@ -118,6 +118,13 @@ class StartHeader(_Header):
     compression_level: bool | int | float | str | None = None
     """Any scalar here: a level that is not an integer is refused as ``bad_compression``,
     not as a malformed start."""
+    chunk_shape: (
+        Annotated[list[Annotated[int, Field(ge=1, le=1 << 20)]], Field(min_length=2, max_length=2)]
+        | None
+    ) = None
+    """Rows and columns of a frame one chunk holds (formats that chunk; others ignore it)."""
+    shard_frames: Annotated[int, Field(ge=1, le=1 << 20)] | None = None
+    """Frames a shard aims to hold (formats that shard; others ignore it)."""
 
     @model_validator(mode="after")
     def _check(self) -> StartHeader:
@@ -302,6 +309,8 @@ def start_header(
     format: str | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
+    chunk_shape: Sequence[int] | None = None,
+    shard_frames: int | None = None,
 ) -> dict[str, Any]:
     header: dict[str, Any] = {
         "v": PROTOCOL_VERSION,
@@ -325,6 +334,10 @@ def start_header(
         header["compression"] = compression
     if compression_level is not None:
         header["compression_level"] = compression_level
+    if chunk_shape is not None:
+        header["chunk_shape"] = list(chunk_shape)
+    if shard_frames is not None:
+        header["shard_frames"] = shard_frames
     return header
 
 

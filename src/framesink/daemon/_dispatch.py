@@ -429,6 +429,8 @@ def storage_options(settings: Settings, start: StartHeader) -> StorageOptions:
         direct_io=settings.direct_io,
         compression=compression,
         compression_level=level,
+        chunk_shape=start.chunk_shape or settings.chunk_shape,
+        shard_frames=start.shard_frames or settings.shard_frames,
         acquisition=start.acquisition,
     )
 

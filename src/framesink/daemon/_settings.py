@@ -14,7 +14,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from ..core import ExistsPolicy, compression_of
+from ..core import ExistsPolicy, StorageOptions, compression_of
 from ..transport import RingLimits
 from ._config_errors import ENV_PREFIX, LenientEnvSource, explain
 from ._metrics import parse_address
@@ -96,6 +96,17 @@ class Settings(BaseSettings):
         description="Level of that codec (zstd 1-22, deflate 1-12); unset: the codec's "
         "fast default (1).",
     )
+    chunk_shape: tuple[int, int] | None = Field(
+        None,
+        description="OME-Zarr: rows and columns of a frame one chunk holds, e.g. [512, 2048]; "
+        "unset: whole rows, about 1 MiB a chunk.",
+    )
+    shard_frames: int | None = Field(
+        None,
+        ge=1,
+        le=1 << 20,
+        description="OME-Zarr: frames a shard aims to hold; unset: about 128 MiB a shard.",
+    )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
     curve_server_key: Path | None = Field(
         None,
@@ -167,6 +178,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _known_compression(self) -> Settings:
         compression_of(self.compression, self.compression_level)
+        StorageOptions.create(chunk_shape=self.chunk_shape)
         return self
 
     @field_validator("log_level", mode="before")

@@ -30,6 +30,8 @@ class StreamWriter(AcquisitionWriter):
     ``compression`` (``zstd``, ``deflate``, or whatever the format holds) at
     ``compression_level`` (the codec's fast default when None) compresses the pixels;
     a bad one raises RefusalError ``bad_compression`` before any file is made.
+    ``chunk_shape`` ([rows, columns] of a frame per chunk) and ``shard_frames`` choose
+    an OME-Zarr's chunks and shards (other formats ignore them).
     """
 
     def __init__(
@@ -48,9 +50,15 @@ class StreamWriter(AcquisitionWriter):
         format: str = DEFAULT_FORMAT,
         compression: str = "none",
         compression_level: int | None = None,
+        chunk_shape: Sequence[int] | None = None,
+        shard_frames: int | None = None,
     ) -> None:
         options = StorageOptions.create(
-            direct_io=direct_io, compression=compression, compression_level=compression_level
+            direct_io=direct_io,
+            compression=compression,
+            compression_level=compression_level,
+            chunk_shape=chunk_shape,
+            shard_frames=shard_frames,
         )
         super().__init__(
             folder,
@@ -95,7 +103,7 @@ class StreamWriter(AcquisitionWriter):
 def open_sink(spec: SinkSpec) -> StoreSink:
     """The daemon's sink for ``spec``, in the format it names (RefusalError
     ``bad_format``, ``bad_compression``)."""
-    return StoreSink(spec, FORMATS.get(spec.format, spec.acquisition, spec.options))
+    return StoreSink(spec, FORMATS.get(spec.format, spec.acquisition, spec.options, spec.layout))
 
 
 def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[RecoveryOutcome]:

@@ -12,7 +12,8 @@ import logging
 import threading
 from importlib.metadata import entry_points
 
-from ..core import RefusalError, StorageOptions, check_held
+from ..core import FrameLayout, RefusalError, StorageOptions, check_held
+from ..omezarr import OmeZarrFormat
 from ..store import ImageFormat
 from ..tiff import OmeTiffFormat
 
@@ -49,11 +50,12 @@ class FormatRegistry:
         name: str,
         acquisition: str | None = None,
         options: StorageOptions | None = None,
+        layout: FrameLayout | None = None,
     ) -> ImageFormat:
-        """The format ``name``, able to hold ``options``' compression.
+        """The format ``name``, able to hold ``options``' compression and ``layout``.
 
-        A :class:`RefusalError` ``bad_format`` names the known formats;
-        ``bad_compression`` the codecs this one holds.
+        A :class:`RefusalError` ``bad_format`` names the known formats (or says why the
+        layout does not fit this one); ``bad_compression`` the codecs this one holds.
         """
         try:
             image_format = self[name]
@@ -65,6 +67,8 @@ class FormatRegistry:
             ) from None
         if options is not None:
             check_held(options.compression, image_format.compressions, name, acquisition)
+        if layout is not None:
+            image_format.check_layout(layout, acquisition)
         return image_format
 
     def _load_plugins(self) -> None:
@@ -83,5 +87,5 @@ class FormatRegistry:
                 self._formats.setdefault(image_format.name, image_format)
 
 
-FORMATS = FormatRegistry((OmeTiffFormat(),))
+FORMATS = FormatRegistry((OmeTiffFormat(), OmeZarrFormat()))
 """The formats this framesink writes and recovers."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import stat
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +146,18 @@ class Folder:
             os.unlink(name, dir_fd=self.fd)
         except FileNotFoundError:
             return
+
+    def remove(self, name: str) -> None:
+        """Remove ``name`` if present: a file, a link, or a folder with all it holds
+        (images of some formats are folders)."""
+        try:
+            info = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(info.st_mode):
+            shutil.rmtree(name, dir_fd=self.fd)
+        else:
+            self.unlink(name)
 
     def rename(self, source: str, target: str, into: Folder | None = None) -> None:
         """Rename ``source`` to ``target`` (in ``into``, default this folder), atomically."""

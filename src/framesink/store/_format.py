@@ -87,6 +87,11 @@ class ImageFormat(Protocol):
         """Keys of the record's ``files`` that name the image besides ``image``."""
         ...
 
+    def check_layout(self, layout: FrameLayout, acquisition: str | None = None) -> None:
+        """Refuse (RefusalError ``bad_format``) a layout the format cannot hold, before
+        any file is made."""
+        ...
+
     def create(
         self,
         folder: Folder,

@@ -46,7 +46,7 @@ class LiveFiles:
             self.image: Image = image_format.create(folder, files, layout, options, self.journal)
         except BaseException:
             self.journal.remove()
-            folder.unlink(files.partial)
+            folder.remove(files.partial)
             raise
         self._sync_lock = threading.Lock()
         self._synced = 0

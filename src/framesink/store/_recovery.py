@@ -238,7 +238,7 @@ def _rebuild(folder: Folder, state: JournalState, image_format: ImageFormat) -> 
         for name in (record.files.image, record.files.sidecar, record.files.metadata):
             if name:
                 workspace.rename(name, name, into=folder)
-    _remove(folder, header.partial)
+    folder.remove(header.partial)
     for leftover in (METADATA_TEMP, JOURNAL_FILE):
         folder.unlink(leftover)
     shutil.rmtree(RECOVERY_FOLDER, dir_fd=folder.fd, ignore_errors=True)
@@ -256,14 +256,6 @@ def _options(journaled: dict[str, Any]) -> StorageOptions:
     """The options the journal names (ones this version does not know are left out)."""
     known = {field.name for field in dataclasses.fields(StorageOptions)}
     return StorageOptions.create(**{k: v for k, v in journaled.items() if k in known})
-
-
-def _remove(folder: Folder, name: str) -> None:
-    """Remove the partial image, a file or (for formats that write folders) a tree."""
-    if folder.is_file(name) or not folder.exists(name):
-        folder.unlink(name)
-    else:
-        shutil.rmtree(name, dir_fd=folder.fd)
 
 
 def _durable_before_power_loss(state: JournalState) -> int | None:

@@ -77,6 +77,7 @@ class AcquisitionWriter:
             self.metadata["axes"], dtype, list(frame_shape), None if shape is None else list(shape)
         )
         self.name = check_output_name(name)
+        image_format.check_layout(self.layout, acquisition)
         self.format = image_format
         self.options = options
         self.folder = folder if isinstance(folder, Folder) else _open_folder(folder)
@@ -156,7 +157,7 @@ class AcquisitionWriter:
             raise FileExistsError(f"{self.path} already holds files of acquisition {self.name!r}")
         # A sidecar alone is a leftover (its acquisition's other files are gone).
         for name in self.files.all if overwrite else (self.files.sidecar,):
-            self.folder.unlink(name)
+            self.folder.remove(name)
 
     # -- writing -----------------------------------------------------------------------
     def write(

@@ -27,6 +27,9 @@ class OmeTiffFormat:
     record_aliases = ("tiff",)
     compressions = frozenset({Compression.NONE, *TIFF_COMPRESSION})
 
+    def check_layout(self, layout: FrameLayout, acquisition: str | None = None) -> None:
+        """Every layout framesink accepts is an OME-TIFF."""
+
     def create(
         self,
         folder: Folder,

@@ -132,12 +132,16 @@ class Publisher:
         format: str | None = None,
         compression: str | None = None,
         compression_level: int | None = None,
+        chunk_shape: Sequence[int] | None = None,
+        shard_frames: int | None = None,
     ) -> PublishedAcquisition:
         """Send the start message and return a handle to send frames and stop.
 
         ``format`` names the storage format, ``compression`` its codec (``zstd``,
         ``deflate``, ...) and ``compression_level`` the codec's level (the daemon's
         defaults without them; a bad one is refused as ``bad_compression``).
+        ``chunk_shape`` ([rows, columns] of a frame per chunk) and ``shard_frames``
+        (frames a shard aims to hold) choose an OME-Zarr's chunks and shards.
         ``idle_timeout`` (seconds) replaces the daemon's for this acquisition, for
         time-lapses slower than it (the daemon caps it at its ``max_idle_timeout``).
         With ``confirm`` (default: when frames go through shared memory, where a refused
@@ -167,6 +171,8 @@ class Publisher:
             format=format,
             compression=compression,
             compression_level=compression_level,
+            chunk_shape=chunk_shape,
+            shard_frames=shard_frames,
         )
         self.send([self.topic, pack_header(header)])
         if before is not None:
