@@ -75,6 +75,26 @@ def validate_ome(xml: str) -> Any:
     return from_xml(xml, validate=True)
 
 
+def read_ome_zarr(path: Path) -> tuple[np.ndarray[Any, Any], dict[str, Any]]:
+    """An OME-Zarr's full-resolution pixels and its group attributes, after checking
+    that zarr-python and tensorstore read the same pixels and ome-zarr-models
+    validates the group (NGFF 0.5)."""
+    import tensorstore
+    import zarr
+    from ome_zarr_models import open_ome_zarr
+    from ome_zarr_models.v05 import Image
+
+    group = zarr.open_group(path, mode="r")
+    assert isinstance(open_ome_zarr(group), Image)
+    array = group["0"]
+    assert isinstance(array, zarr.Array)
+    pixels = np.asarray(array[...])
+    spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / "0")}}
+    through_tensorstore = tensorstore.open(spec, read=True).result().read().result()
+    np.testing.assert_array_equal(through_tensorstore, pixels)
+    return pixels, dict(group.attrs)
+
+
 def read_metadata(folder: Path) -> dict[str, Any]:
     document: dict[str, Any] = json.loads((folder / "metadata.json").read_text())
     return document
