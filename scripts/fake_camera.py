@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compression", help="codec of the pages: none, zstd, deflate (default: the daemon's)"
     )
     parser.add_argument("--compression-level", type=int, help="the codec's level")
+    parser.add_argument(
+        "--format", help="storage format: ome-tiff, ome-zarr (default: the daemon's)"
+    )
     arguments = parser.parse_args(argv)
     camera = SyntheticCamera(tuple(arguments.shape), arguments.dtype, arguments.rate or None)
     try:
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 idle_timeout=arguments.idle_timeout,
                 compression=arguments.compression,
                 compression_level=arguments.compression_level,
+                image_format=arguments.format,
             )
     except PublishError as exc:
         print(f"fake_camera: {exc}", file=sys.stderr)

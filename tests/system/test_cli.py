@@ -20,6 +20,7 @@ from ..helpers import (
     DaemonProcess,
     pattern,
     read_metadata,
+    read_ome_zarr,
     read_tiff,
     run_fake_camera,
     run_framesink,
@@ -268,3 +269,20 @@ def test_demo_writes_compressed_pages_when_asked(tmp_path: Path) -> None:
         assert {int(page.compression) for page in opened.pages} == {8}
     assert read_metadata(tiff.parent)["framesink"]["compression"] == "deflate"
     assert read_tiff(tiff)[1].shape == (12, 64, 48)
+
+
+def test_demo_writes_an_ome_zarr_when_asked(tmp_path: Path) -> None:
+    result = run_framesink(
+        "demo", "--data-root", str(tmp_path), "--frames", "12", "--shape", "64", "48",
+        "--rate", "0", "--format", "ome-zarr", "--compression", "blosc-lz4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    image = tmp_path / "demo" / "synthetic.ome.zarr"
+    assert f"wrote {image}" in result.stdout
+    assert "napari" in result.stdout
+    pixels, attributes = read_ome_zarr(image)
+    assert pixels.shape == (12, 64, 48)
+    assert pixels.any()
+    assert attributes["ome"]["version"] == "0.5"
+    record = read_metadata(image.parent)["framesink"]
+    assert (record["format"], record["compression"]) == ("ome-zarr", "blosc-lz4")

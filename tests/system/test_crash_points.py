@@ -15,7 +15,7 @@ import pytest
 
 from framesink import recover
 
-from ..helpers import read_metadata, read_tiff, validate_ome
+from ..helpers import read_metadata, read_ome_zarr, read_tiff, validate_ome
 
 REPOSITORY = Path(__file__).parents[2]
 
@@ -25,6 +25,7 @@ import numpy as np
 from framesink import StreamWriter
 
 folder, frames, crash, codec = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+chunks = {"format": "ome-zarr", "shard_frames": 300} if sys.argv[5] == "ome-zarr" else {}
 if crash != "none":
     module_name, qualname, when, nth = crash.split(":")
     owner = importlib.import_module(module_name)
@@ -46,7 +47,7 @@ if crash != "none":
     setattr(owner, attribute, crashing)
 
 writer = StreamWriter(folder, "tiny", {"axes": "TYX", "notes": "n"}, dtype="uint8",
-                      frame_shape=(1, 1), fsync_interval=None, compression=codec)
+                      frame_shape=(1, 1), fsync_interval=None, compression=codec, **chunks)
 values = (np.arange(frames) % 251).astype(np.uint8).reshape(-1, 1, 1)
 writer.write(values[:1000], [{"delta_t": 0.001 * i} for i in range(1000)])
 for first in range(1000, frames, 50_000):
@@ -79,9 +80,21 @@ COMPRESSED_CRASH_POINTS = [
 ]
 
 
-def _writer(folder: Path, frames: int, crash: str, codec: str = "none") -> subprocess.Popen[str]:
+ZARR_CRASH_POINTS = [
+    "framesink.omezarr._image:ZarrImage.close:before:1",
+    "framesink.omezarr._image:ZarrImage.close:after:1",
+    "framesink.omezarr._image:ZarrImage.describe:after:1",
+    "framesink.store._live:LiveFiles._publish:before:1",
+    "framesink.store._live:LiveFiles._publish:after:1",
+    "framesink.store._journal:Journal.remove:before:1",
+]
+
+
+def _writer(
+    folder: Path, frames: int, crash: str, codec: str = "none", image_format: str = "ome-tiff"
+) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-c", WRITER, str(folder), str(frames), crash, codec],
+        [sys.executable, "-c", WRITER, str(folder), str(frames), crash, codec, image_format],
         stdout=subprocess.PIPE,
         text=True,
         cwd=REPOSITORY,
@@ -125,6 +138,30 @@ def test_a_kill_at_each_step_of_finalizing_a_compressed_file_is_recovered_exactl
     with _writer(tmp_path, frames, crash, "zstd") as child:
         assert child.wait(120) == -signal.SIGKILL, f"{crash} was never reached"
     _check_recovered(tmp_path, frames)
+
+
+@pytest.mark.parametrize("crash", ZARR_CRASH_POINTS)
+@pytest.mark.parametrize("codec", ["none", "blosc-lz4"])
+def test_a_kill_at_each_step_of_finalizing_an_ome_zarr_is_recovered_exactly(
+    tmp_path: Path, crash: str, codec: str
+) -> None:
+    frames = 2_000
+    with _writer(tmp_path, frames, crash, codec, "ome-zarr") as child:
+        assert child.wait(120) == -signal.SIGKILL, f"{crash} was never reached"
+    if (tmp_path / "framesink-journal.jsonl").exists():
+        (record,) = recover(tmp_path)
+        assert (record.frames_written, record.reason) == (frames, "recovered")
+    record = read_metadata(tmp_path)["framesink"]
+    assert (record["frames_written"], record["format"]) == (frames, "ome-zarr")
+    pixels, attributes = read_ome_zarr(tmp_path / "tiny.ome.zarr")
+    expected = (np.arange(frames) % 251).astype(np.uint8).reshape(-1, 1, 1)
+    np.testing.assert_array_equal(pixels, expected)
+    assert "notes" not in attributes
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "metadata.json",
+        "tiny.frames.jsonl",
+        "tiny.ome.zarr",
+    ]
 
 
 def _kill_at_random_while_finalizing(

@@ -14,7 +14,7 @@ import useq
 
 from framesink.mmcore import FramesinkHandler, FramesinkHandlerError
 
-from ..helpers import DaemonProcess, read_metadata, read_tiff, validate_ome
+from ..helpers import DaemonProcess, read_metadata, read_ome_zarr, read_tiff, validate_ome
 from ..mmcore_rig import CHANNELS, PIXEL_SIZE_UM, SENSOR, Recorder, make_core
 
 StartDaemon = Callable[..., DaemonProcess]
@@ -190,6 +190,36 @@ def test_the_handler_asks_for_compressed_pages(start_daemon: StartDaemon) -> Non
     pixels = read_tiff(daemon.data_root / "exp" / "z.ome.tiff")[1]
     for (t, c, z), _ in np.ndenumerate(np.empty((3, 2, 4))):
         np.testing.assert_array_equal(pixels[t, c, z], recorder.at(t=t, p=0, c=c, z=z))
+
+
+def test_an_mda_to_ome_zarr_has_channel_names_and_pixel_sizes(
+    start_daemon: StartDaemon,
+) -> None:
+    """``image_format="ome-zarr"``: one OME-Zarr per position, pixel-exact, its NGFF
+    attributes naming the channels and the pixel and z-step sizes."""
+    daemon = start_daemon(socket="pull")
+    core = make_core()
+    recorder = Recorder()
+    handler = _handler(
+        daemon, output_name="z", core=core, image_format="ome-zarr", compression="blosc-lz4"
+    )
+    core.mda.run(_sequence(stage_positions=POSITIONS[:2]), output=[handler, recorder])
+    assert len(handler.entries) == 2
+    for p, entry in enumerate(sorted(handler.entries.values(), key=lambda e: e.path)):
+        assert (entry.frames_written, entry.complete, entry.compression) == (24, True, "blosc-lz4")
+        image = Path(entry.path)
+        assert image.name.endswith(".ome.zarr")
+        pixels, attributes = read_ome_zarr(image)
+        assert pixels.shape == (3, 2, 4, *SENSOR)
+        for (t, c, z), _ in np.ndenumerate(np.empty((3, 2, 4))):
+            np.testing.assert_array_equal(pixels[t, c, z], recorder.at(t=t, p=p, c=c, z=z))
+        ome = attributes["ome"]
+        labels = [channel["label"] for channel in ome["omero"]["channels"]]
+        assert labels == list(CHANNELS)
+        (transform,) = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+        assert transform["scale"][-2:] == [PIXEL_SIZE_UM, PIXEL_SIZE_UM]
+        assert transform["scale"][2] > 0
+        assert read_metadata(image.parent)["framesink"]["format"] == "ome-zarr"
 
 
 def test_the_documented_example_runs_as_is(start_daemon: StartDaemon, tmp_path: Path) -> None:

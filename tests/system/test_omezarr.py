@@ -336,7 +336,7 @@ def test_the_daemon_default_and_refusals_beside_healthy_acquisitions(
                 dtype="uint16",
                 frame_shape=(64, 48),
                 shape=[None, 5],
-            ),  # fmt: skip
+            ),
             "codec": _start(publisher, "codec", format="ome-tiff", compression="blosc-lz4"),
             "format": _start(publisher, "format", format="n5"),
             "chunks": _start(publisher, "chunks", chunk_shape=[0, 4]),

@@ -80,6 +80,7 @@ def publish_synthetic(
     idle_timeout: float | None = None,
     compression: str | None = None,
     compression_level: int | None = None,
+    image_format: str | None = None,
 ) -> AcquisitionEntry | None:
     """Start, publish ``count`` frames and stop one synthetic acquisition.
 
@@ -102,6 +103,7 @@ def publish_synthetic(
         idle_timeout=idle_timeout,
         compression=compression,
         compression_level=compression_level,
+        format=image_format,
     )
     progress = ProgressBar(count, "camera") if show_progress else None
     camera.run(handle, count, chunk, progress)

@@ -30,9 +30,11 @@ def run_demo(
     *,
     curve: bool = False,
     compression: str | None = None,
+    image_format: str | None = None,
 ) -> int:
     """With ``curve``, the daemon and the camera authenticate with fresh CURVE keys;
-    ``compression`` names the codec of the acquisition's pixels."""
+    ``compression`` names the codec of the acquisition's pixels, ``image_format`` its
+    storage format."""
     root = (data_root or Path(tempfile.mkdtemp(prefix="framesink-demo-"))).resolve()
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="framesink-demo-sockets-") as sockets:
@@ -70,6 +72,7 @@ def run_demo(
                         chunk=4,
                         wait=STOP_TIMEOUT_S,
                         compression=compression,
+                        image_format=image_format,
                     )
             finally:
                 daemon.send_signal(signal.SIGTERM)
@@ -82,8 +85,10 @@ def run_demo(
     return result
 
 
-def _size(folder: Path) -> str:
-    total = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+def _size(path: Path) -> str:
+    """What a file, or a folder with all it holds, takes."""
+    files = path.rglob("*") if path.is_dir() else [path]
+    total = sum(item.stat().st_size for item in files if item.is_file())
     return f"{total / 2**20:.1f} MiB"
 
 
@@ -115,19 +120,22 @@ def _report(folder: Path, code: int) -> int:
         )
         return 1
     record = read_record(folder)
-    tiff = folder / record.files.image
-    print(f"wrote {tiff}")
+    image = folder / record.files.image
+    print(f"wrote {image}")
     print(
         f"  shape {record.shape} ({record.axes}), {record.dtype}, "
         f"{record.frames_written} frames written, {record.frames_missing} missing, "
-        f"complete={record.complete}, {tiff.stat().st_size / 2**20:.1f} MiB"
+        f"complete={record.complete}, {_size(image)}"
         + (f" ({record.compression.value})" if record.compression != "none" else "")
     )
     print(f"  metadata: {metadata}")
     if record.files.sidecar:
         print(f"  per-frame metadata: {folder / record.files.sidecar}")
-    print(
-        f"  open it: python -c \"import tifffile; print(tifffile.imread('{tiff}').shape)\""
-        "  (or drag it into Fiji)"
-    )
+    if image.is_dir():
+        print(f"  open it: napari {image}  (or zarr.open_group('{image}')['0'])")
+    else:
+        print(
+            f"  open it: python -c \"import tifffile; print(tifffile.imread('{image}').shape)\""
+            "  (or drag it into Fiji)"
+        )
     return 0 if record.complete else 1

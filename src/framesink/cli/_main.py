@@ -161,8 +161,13 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     )
     demo.add_argument(
         "--compression",
-        choices=["none", "zstd", "deflate"],
-        help="compress the pages (default none)",
+        choices=["none", "zstd", "deflate", "blosc-lz4", "blosc-zstd"],
+        help="compress the pixels (default none; blosc: OME-Zarr only)",
+    )
+    demo.add_argument(
+        "--format",
+        choices=["ome-tiff", "ome-zarr"],
+        help="storage format (default ome-tiff)",
     )
     return parser, commands.choices
 
@@ -368,4 +373,5 @@ def _demo(arguments: argparse.Namespace) -> int:
         arguments.rate or None,
         curve=arguments.curve,
         compression=arguments.compression,
+        image_format=arguments.format,
     )

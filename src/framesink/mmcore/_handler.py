@@ -55,8 +55,9 @@ class FramesinkHandler:
     it, raised from ``run`` at the next event. Every failure is also kept in
     ``errors``; ``check()`` raises FramesinkHandlerError naming them (call it after
     ``run``: a failure at the very end has no next event to raise from).
-    ``compression`` and ``compression_level`` (``"zstd"``, ``"deflate"``; the daemon's
-    defaults when None) compress each position's pages.
+    ``image_format`` (``"ome-tiff"``, ``"ome-zarr"``), ``compression`` and
+    ``compression_level`` (``"zstd"``, ``"deflate"``, for OME-Zarr also ``"blosc-lz4"``;
+    the daemon's defaults when None) choose how each position is stored.
     """
 
     def __init__(
@@ -74,8 +75,10 @@ class FramesinkHandler:
         curve_client_key: str | Path | None = None,
         compression: str | None = None,
         compression_level: int | None = None,
+        image_format: str | None = None,
     ) -> None:
         self.output_path = output_path
+        self.image_format = image_format
         self.compression = compression
         self.compression_level = compression_level
         self.output_name = output_name
@@ -226,6 +229,7 @@ class FramesinkHandler:
                         confirm_timeout=START_CONFIRM_S,
                         compression=self.compression,
                         compression_level=self.compression_level,
+                        format=self.image_format,
                     )
             except PublishError as exc:
                 self._abort_all(f"the run could not start: {exc}")

@@ -235,6 +235,7 @@ def _rebuild(folder: Folder, state: JournalState, image_format: ImageFormat) -> 
             )
         except WriteError as exc:
             raise RecoveryError(str(exc)) from exc
+        _make_way_for_image(folder, source, header.partial)
         for name in (record.files.image, record.files.sidecar, record.files.metadata):
             if name:
                 workspace.rename(name, name, into=folder)
@@ -250,6 +251,14 @@ def _rebuild(folder: Folder, state: JournalState, image_format: ImageFormat) -> 
         record.frames_missing,
     )
     return record
+
+
+def _make_way_for_image(folder: Folder, source: str, partial: str) -> None:
+    """A source under the final name that is a folder (formats that write folders)
+    cannot be replaced by a rename: it goes back under the partial name first, where
+    recovery finds it again if it is interrupted now."""
+    if source != partial and folder.exists(source) and not folder.is_file(source):
+        folder.rename(source, partial)
 
 
 def _options(journaled: dict[str, Any]) -> StorageOptions:
