@@ -22,6 +22,8 @@ disk here is shared and noisy.
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import os
 import shutil
 import signal
@@ -41,7 +43,7 @@ from framesink.cli import ProgressBar
 from framesink.daemon import serve_command, wait_until_ready
 from framesink.store import read_record
 
-from . import compressed, minimal, publisher, report
+from . import compressed, minimal, ome_zarr, publisher, report
 from .cases import POOL, Case, Memory, Options, Result, frame_pool, frame_stack
 
 STATUS_INTERVAL = 0.05
@@ -183,7 +185,7 @@ def run_daemon(
             daemon.wait(300)
     record = read_record(root / "bench")
     image = root / "bench" / record.files.image
-    pages, image_bytes = count_pages(image), image.stat().st_size
+    pages, image_bytes = count_pages(image), ome_zarr.folder_bytes(image)
     shutil.rmtree(root)
     return DaemonRun(
         record, pages, ingest, total, sampler.peak, sampler.cpu_s, sampler.peak_shared, image_bytes
@@ -214,6 +216,10 @@ def follow(client: ControlClient, case: Case, start: float, quiet: bool) -> tupl
 
 
 def count_pages(path: Path) -> int:
+    """Pages of an OME-TIFF; frames an OME-Zarr's array holds."""
+    if path.is_dir():
+        document = json.loads((path / "0" / "zarr.json").read_text())
+        return math.prod(document["shape"][:-2])
     with tifffile.TiffFile(path) as tiff:
         return len(tiff.pages)
 
@@ -340,6 +346,12 @@ def _parser() -> argparse.ArgumentParser:
         "compressed writes (large frames, --repeat rounds; see benchmarks/compressed.py)",
     )
     parser.add_argument("--compression-level", type=int, default=1, help="its level")
+    parser.add_argument(
+        "--ome-zarr",
+        action="store_true",
+        help="instead: OME-Zarr through shared memory against acquire-zarr (blosc-lz4) and "
+        "against framesink's own OME-TIFF (uncompressed; see benchmarks/ome_zarr.py)",
+    )
     return parser
 
 
@@ -360,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ring_bytes=arguments.ring_bytes,
     )
-    if arguments.compression:
+    if arguments.compression or arguments.ome_zarr:
         return _compressed(arguments, cases[0], options)
     results: list[Result] = []
     try:
@@ -383,14 +395,17 @@ def _compressed(arguments: argparse.Namespace, case: Case, options: Options) -> 
     try:
         if arguments.warmup:
             baseline(options, case, "warm-up")
-        text = compressed.compare(
-            options,
-            case,
-            arguments.compression,
-            arguments.compression_level,
-            rounds=arguments.repeat,
-            run_daemon=run_daemon,
-        )
+        if arguments.ome_zarr:
+            text = ome_zarr.compare(options, case, rounds=arguments.repeat, run_daemon=run_daemon)
+        else:
+            text = compressed.compare(
+                options,
+                case,
+                arguments.compression,
+                arguments.compression_level,
+                rounds=arguments.repeat,
+                run_daemon=run_daemon,
+            )
     finally:
         shutil.rmtree(options.folder, ignore_errors=True)
     print(text)

@@ -3,6 +3,9 @@ whole rows, shards whose frames are consecutive (exactly one shard is open at a 
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -11,6 +14,7 @@ from hypothesis import strategies as st
 from framesink.core import FrameLayout, RefusalError, StorageOptions
 from framesink.omezarr import ShardGrid
 from framesink.omezarr._shards import ShardFile, ShardIndex
+from framesink.store import Folder
 
 
 def _grid(
@@ -88,25 +92,37 @@ def test_each_shard_holds_a_run_of_consecutive_frames_in_order(
         assert len(seen[shard]) == grid.locate(seen[shard][0]).shard_frames
 
 
-def test_an_index_cut_short_keeps_each_entry_either_empty_or_whole(tmp_path: object) -> None:
-    import os
-    from pathlib import Path
+def test_an_index_cut_short_keeps_each_entry_either_empty_or_whole(tmp_path: Path) -> None:
+    with Folder.at(tmp_path) as folder:
+        shard = ShardFile(folder, "shard", 4, direct=False)
+        try:
+            shard.append(0, [b"abc", b"defg"])
+            shard.write_index()
+            descriptor = shard.descriptor
+            index = ShardIndex.read(descriptor, 4)
+            assert index.intact
+            assert index.stored(0, 2)
+            assert not index.stored(0, 3)
+            assert index.entries[:2].tolist() == [[68, 3], [71, 4]]
+            os.pwrite(descriptor, b"\x00", 16 * 4)  # the checksum
+            assert not ShardIndex.read(descriptor, 4).intact
+            os.ftruncate(descriptor, 73)  # chunk 0 whole (68-71), chunk 1 cut
+            index = ShardIndex.read(descriptor, 4)
+            assert (index.stored(0, 1), index.stored(1, 1)) == (True, False)
+        finally:
+            shard.close()
 
-    path = Path(str(tmp_path)) / "shard"
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT)
-    try:
-        shard = ShardFile(descriptor, 4, "c/0")
-        shard.append(0, [b"abc", b"defg"])
-        shard.write_index()
-        index = ShardIndex.read(descriptor, 4)
-        assert index.intact
-        assert index.stored(0, 2)
-        assert not index.stored(0, 3)
-        assert index.entries[:2].tolist() == [[68, 3], [71, 4]]
-        os.pwrite(descriptor, b"\x00", 16 * 4)  # the checksum
-        assert not ShardIndex.read(descriptor, 4).intact
-        os.ftruncate(descriptor, 73)  # chunk 0 whole (68-71), chunk 1 cut
-        index = ShardIndex.read(descriptor, 4)
-        assert (index.stored(0, 1), index.stored(1, 1)) == (True, False)
-    finally:
-        os.close(descriptor)
+
+def test_direct_shards_start_their_chunks_on_a_page(tmp_path: Path) -> None:
+    with Folder.at(tmp_path) as folder:
+        shard = ShardFile(folder, "shard", 4, direct=True)
+        try:
+            chunk = np.arange(2048, dtype=np.uint16)
+            shard.append(0, [chunk, chunk])
+            shard.finish()
+            index = ShardIndex.read(shard.descriptor, 4)
+            assert index.entries[:2].tolist() == [[4096, 4096], [8192, 4096]]
+            data = (tmp_path / "shard").read_bytes()
+            assert data[4096:8192] == chunk.tobytes()
+        finally:
+            shard.close()

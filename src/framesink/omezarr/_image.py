@@ -27,15 +27,16 @@ from ._grid import ShardGrid
 from ._shards import Piece, ShardFile
 
 _Pending = collections.deque[list[Future[list[bytes]]]]
-_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ZarrImage:
-    """An :class:`~framesink.store.Image`: a Zarr v3 group with one sharded array."""
+    """An :class:`~framesink.store.Image`: a Zarr v3 group with one sharded array.
 
-    is_direct = False
-    """Chunks go through the page cache."""
+    Uncompressed chunks are written past the page cache (O_DIRECT) where the options,
+    the filesystem and their size allow; compressed ones go through it (at the codec's
+    pace the disk is not the limit).
+    """
 
     def __init__(
         self,
@@ -54,6 +55,9 @@ class ZarrImage:
         self._encode = chunk_encoder(
             options.compression, options.compression_level, layout.dtype.itemsize
         )
+        self._direct = options.direct_io and self._encode is None
+        self.is_direct = False
+        """True once chunks went past the page cache."""
         self._tasks = codec_workers()
         self._in_flight = max(2, self._tasks)
         self._shard: ShardFile | None = None
@@ -158,12 +162,8 @@ class ZarrImage:
             self._finish_shard()
         folder = key.rpartition("/")[0]
         self._make_folders(folder)
-        descriptor = os.open(key, _FILE_FLAGS, 0o644, dir_fd=self.array.fd)
-        try:
-            self._shard = ShardFile(descriptor, self.grid.chunks_per_shard, key)
-        except BaseException:
-            os.close(descriptor)
-            raise
+        self._shard = ShardFile(self.array, key, self.grid.chunks_per_shard, direct=self._direct)
+        self.is_direct = self._shard.is_direct
         with self._lock:
             self._new_folders.append(folder)
         return self._shard
@@ -184,7 +184,7 @@ class ZarrImage:
         if shard is None:
             return
         try:
-            shard.write_index()
+            shard.finish()
         finally:
             with self._lock:
                 self._finished.append(shard)

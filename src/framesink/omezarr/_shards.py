@@ -19,7 +19,7 @@ from typing import Any
 import crc32c
 import numpy as np
 
-from ..store import write_fully
+from ..store import MEMORY_ALIGNMENT, Folder, PixelFile, write_fully
 
 EMPTY = np.uint64(2**64 - 1)
 """An index entry's offset and nbytes for a chunk that is not stored."""
@@ -33,15 +33,28 @@ def index_bytes(chunks: int) -> int:
 
 
 class ShardFile:
-    """One shard being filled; ``descriptor`` is its file, open for writing."""
+    """One shard being filled: the file ``key`` of ``folder``, created here.
 
-    def __init__(self, descriptor: int, chunks: int, key: str) -> None:
-        self.descriptor = descriptor
+    With ``direct``, chunks are written past the page cache (O_DIRECT) where their
+    sizes allow, from the first page boundary after the index; the bytes in between
+    belong to no chunk.
+    """
+
+    def __init__(self, folder: Folder, key: str, chunks: int, *, direct: bool) -> None:
         self.key = key
-        self.index = np.full((chunks, 2), EMPTY, np.dtype("<u8"))
-        self.end = index_bytes(chunks)
-        self._index_written = False
-        self.write_index()
+        self.descriptor = folder.create(key, os.O_RDWR)
+        try:
+            self.index = np.full((chunks, 2), EMPTY, np.dtype("<u8"))
+            self.end = index_bytes(chunks)
+            if direct:
+                self.end = -(-self.end // MEMORY_ALIGNMENT) * MEMORY_ALIGNMENT
+            self._index_written = False
+            self.write_index()
+            self._chunks: PixelFile | None = PixelFile(folder, key, direct=direct)
+        except BaseException:
+            os.close(self.descriptor)
+            raise
+        self.is_direct = self._chunks.is_direct
 
     def append(self, first_chunk: int, pieces: Sequence[Piece]) -> None:
         """Write ``pieces`` after the last chunk; they are chunks ``first_chunk`` on.
@@ -49,15 +62,14 @@ class ShardFile:
         Their index entries are set only once all of them are written (the index on
         disk follows at ``write_index``).
         """
-        offset = self.end
+        assert self._chunks is not None, "the shard is finished"
+        buffers = [_as_array(piece) for piece in pieces]
+        self._chunks.write_at(self.end, buffers)
         entries = []
-        for piece in pieces:
-            size = len(piece) if isinstance(piece, bytes) else piece.nbytes
-            write_fully(self.descriptor, offset, piece)
-            entries.append((offset, size))
-            offset += size
+        for buffer in buffers:
+            entries.append((self.end, buffer.nbytes))
+            self.end += buffer.nbytes
         self.index[first_chunk : first_chunk + len(entries)] = entries
-        self.end = offset
         self._index_written = False
 
     def write_index(self) -> None:
@@ -68,13 +80,30 @@ class ShardFile:
         write_fully(self.descriptor, 0, pairs + _CHECKSUM.pack(crc32c.crc32c(pairs)))
         self._index_written = True
 
+    def finish(self) -> None:
+        """Write the index and release what writing chunks needed (the file stays open
+        for the next fsync)."""
+        try:
+            self.write_index()
+        finally:
+            if self._chunks is not None:
+                self._chunks.close()
+                self._chunks = None
+
     def sync(self) -> None:
         os.fsync(self.descriptor)
 
     def close(self) -> None:
+        if self._chunks is not None:
+            self._chunks.close()
+            self._chunks = None
         if self.descriptor >= 0:
             os.close(self.descriptor)
             self.descriptor = -1
+
+
+def _as_array(piece: Piece) -> np.ndarray[Any, Any]:
+    return np.frombuffer(piece, np.uint8) if isinstance(piece, bytes) else piece
 
 
 @dataclass(frozen=True)

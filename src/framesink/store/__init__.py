@@ -13,7 +13,13 @@ from ._folder import Folder
 from ._format import Image, ImageFormat, InterruptedImage
 from ._journal import Journal, JournalHeader, JournalInUseError, JournalState, read_journal
 from ._paths import PathError, folder_is_taken, open_output_folder
-from ._pixels import DIRECT_ALIGNMENT, PartialWriteError, PixelFile, write_fully
+from ._pixels import (
+    DIRECT_ALIGNMENT,
+    MEMORY_ALIGNMENT,
+    PartialWriteError,
+    PixelFile,
+    write_fully,
+)
 from ._recovery import (
     FormatLookup,
     RecoveryError,
@@ -29,6 +35,7 @@ from ._writer import AcquisitionWriter
 
 __all__ = [
     "DIRECT_ALIGNMENT",
+    "MEMORY_ALIGNMENT",
     "AcquisitionWriter",
     "Folder",
     "FormatLookup",
