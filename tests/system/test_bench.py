@@ -97,3 +97,30 @@ def test_the_compression_bench_compares_framesink_with_tifffile(tmp_path: Path) 
     (size,) = [line for line in lines if "file size / tifffile's" in line]
     assert 0.9 <= float(size.rsplit(" ", 1)[1]) <= 1.1
     assert any(line.strip().startswith("framesink shm") for line in lines)
+
+
+def test_the_ome_zarr_bench_compares_with_acquire_zarr_and_ome_tiff(tmp_path: Path) -> None:
+    """Both Zarr writers store the same bytes (same chunks, shards and codec); every
+    writer's row and both ratios are printed."""
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "benchmarks", "--dir", str(tmp_path), "--ome-zarr",
+            "--large-count", "16", "--repeat", "1", "--no-warmup", "--no-prefault",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+        cwd=REPOSITORY,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    rows = {
+        name: line.split()[-3]
+        for line in lines
+        for name in ("acquire-zarr", "framesink zarr lz4")
+        if line.strip().startswith(name + " ")
+    }
+    assert rows["acquire-zarr"] == rows["framesink zarr lz4"], "the same MB on disk"
+    assert any("/ acquire-zarr blosc-lz4" in line for line in lines)
+    assert any("/ framesink OME-TIFF, uncompressed" in line for line in lines)

@@ -439,3 +439,50 @@ def test_sigterm_finalizes_open_ome_zarr_acquisitions(start_daemon: Any) -> None
         np.testing.assert_array_equal(
             read_ome_zarr(daemon.data_root / name / "cam.ome.zarr")[0], frames
         )
+
+
+def test_a_running_ome_zarr_reads_as_it_is_and_stop_metadata_reaches_the_group(
+    tmp_path: Path,
+) -> None:
+    """While it runs, the partial folder opens in zarr-python: written frames as sent,
+    the rest as 0; at finalize the stop's metadata joins the group's attributes."""
+    import zarr
+
+    frames = noisy(9, (40, 32), "uint16")
+    writer = StreamWriter(
+        tmp_path, "live", {"axes": "TZYX", "laser": "488"}, dtype="uint16",
+        frame_shape=(40, 32), shape=[3, 3], format="ome-zarr", compression="zstd",
+        shard_frames=2,
+    )  # fmt: skip
+    writer.write(frames[:5])
+    running = zarr.open_array(writer.partial_path / "0", mode="r")
+    assert running.shape == (3, 3, 40, 32)  # bounded: the declared shape from the start
+    pixels = np.asarray(running[...]).reshape(9, 40, 32)
+    np.testing.assert_array_equal(pixels[:5], frames[:5])
+    assert not pixels[5:].any()
+    writer.write(frames[5:])
+    writer.finalize(metadata={"laser": "561", "notes": "stop notes"})
+    pixels, attributes = read_ome_zarr(tmp_path / "live.ome.zarr")
+    np.testing.assert_array_equal(pixels.reshape(9, 40, 32), frames)
+    assert attributes["laser"] == "561"
+    assert "notes" not in attributes
+    assert read_metadata(tmp_path)["notes"] == "stop notes"
+
+
+def test_an_unbounded_running_ome_zarr_grows_with_each_fsync(tmp_path: Path) -> None:
+    import zarr
+
+    frames = noisy(7, (16, 16), "uint8")
+    writer = StreamWriter(
+        tmp_path, "grow", {"axes": "TYX"}, dtype="uint8", frame_shape=(16, 16),
+        format="ome-zarr", fsync_interval=None,
+    )  # fmt: skip
+    writer.write(frames[:3])
+    writer.sync()
+    array = zarr.open_array(writer.partial_path / "0", mode="r")
+    assert array.shape == (3, 16, 16)
+    np.testing.assert_array_equal(array[...], frames[:3])
+    writer.write(frames[3:])
+    writer.sync()
+    assert zarr.open_array(writer.partial_path / "0", mode="r").shape == (7, 16, 16)
+    writer.finalize()
