@@ -20,11 +20,12 @@ from .core import (
     WriteError,
     __version__,
 )
-from .formats import StreamWriter, recover, save_config_frames
-from .store import RecoveryError
+from .formats import StreamWriter, open_acquisition, recover, save_config_frames
+from .store import Acquisition, FrameArray, NotAnAcquisitionError, RecoveryError
 from .transport import ControlClient, ControlError, PublishedAcquisition, Publisher, PublishError
 
 __all__ = [
+    "Acquisition",
     "AcquisitionEntry",
     "AcquisitionRecord",
     "AcquisitionState",
@@ -34,10 +35,12 @@ __all__ = [
     "CounterValues",
     "DaemonStatus",
     "FinishReason",
+    "FrameArray",
     "FrameLayout",
     "FramesinkError",
     "LayoutError",
     "MetaData",
+    "NotAnAcquisitionError",
     "OutputParameters",
     "PublishError",
     "PublishedAcquisition",
@@ -46,6 +49,7 @@ __all__ = [
     "StreamWriter",
     "WriteError",
     "__version__",
+    "open_acquisition",
     "recover",
     "save_config_frames",
 ]

@@ -7,7 +7,7 @@ point in the group ``framesink.formats``, or :meth:`FormatRegistry.register`).
 """
 
 from ..tiff import save_config_frames  # the seed's batch API, always OME-TIFF
-from ._api import StreamWriter, open_sink, recover, recover_each
+from ._api import StreamWriter, open_acquisition, open_sink, recover, recover_each
 from ._registry import DEFAULT_FORMAT, ENTRY_POINT_GROUP, FORMATS, FormatRegistry
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "FORMATS",
     "FormatRegistry",
     "StreamWriter",
+    "open_acquisition",
     "open_sink",
     "recover",
     "recover_each",

@@ -8,11 +8,13 @@ from typing import Any
 
 from ..core import AcquisitionRecord, MetaData, SinkSpec, StorageOptions
 from ..store import (
+    Acquisition,
     AcquisitionWriter,
     Folder,
     RecoveryOutcome,
     StoreSink,
 )
+from ..store import open_acquisition as _open_acquisition
 from ..store import recover as _recover
 from ..store import (
     recover_each as _recover_each,
@@ -114,6 +116,18 @@ def recover_each(path: str | Path, *, retry_failed: bool = True) -> Iterator[Rec
     is reported again, not retried.
     """
     return _recover_each(path, FORMATS.__getitem__, retry_failed=retry_failed)
+
+
+def open_acquisition(path: str | Path) -> Acquisition:
+    """Read back the acquisition at ``path`` (its folder or its image), finished or still
+    being written, in any format.
+
+    The result has ``array`` (lazy: indexing reads only the frames it needs), ``axes``,
+    ``metadata``, ``record`` (None while it runs) and ``missing_ranges``; a running
+    acquisition shows the frames written when it was opened (open it again for more).
+    NotAnAcquisitionError names a path that is not an acquisition.
+    """
+    return _open_acquisition(path, FORMATS.__getitem__)
 
 
 def recover(path: str | Path) -> list[AcquisitionRecord]:

@@ -20,6 +20,7 @@ from ._pixels import (
     PixelFile,
     write_fully,
 )
+from ._reader import Acquisition, FrameArray, NotAnAcquisitionError, open_acquisition
 from ._recovery import (
     FormatLookup,
     RecoveryError,
@@ -36,9 +37,11 @@ from ._writer import AcquisitionWriter
 __all__ = [
     "DIRECT_ALIGNMENT",
     "MEMORY_ALIGNMENT",
+    "Acquisition",
     "AcquisitionWriter",
     "Folder",
     "FormatLookup",
+    "FrameArray",
     "Image",
     "ImageFormat",
     "InterruptedImage",
@@ -46,6 +49,7 @@ __all__ = [
     "JournalHeader",
     "JournalInUseError",
     "JournalState",
+    "NotAnAcquisitionError",
     "PartialWriteError",
     "PathError",
     "PixelFile",
@@ -59,6 +63,7 @@ __all__ = [
     "encoder",
     "find_interrupted",
     "folder_is_taken",
+    "open_acquisition",
     "open_output_folder",
     "read_exactly",
     "read_journal",
