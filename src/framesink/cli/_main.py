@@ -1,4 +1,4 @@
-"""The ``framesink`` command: serve, status, stop, abort, recover, demo, keys."""
+"""The ``framesink`` command: serve, status, stop, abort, recover, read, demo, keys."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..core import SUPPORTED_DTYPES, __version__
+from ..core import SUPPORTED_DTYPES, FramesinkError, __version__
 from ..daemon import Daemon, Settings, StartupError, load_settings
-from ..formats import recover
+from ..formats import open_acquisition, recover
 from ..store import RecoveryError
 from ..transport import (
     ClientKeys,
@@ -132,6 +132,10 @@ def _parser() -> tuple[argparse.ArgumentParser, Mapping[str, argparse.ArgumentPa
     rec = commands.add_parser("recover", help="recover interrupted acquisitions")
     rec.add_argument("path", type=Path, help="an acquisition folder or a whole data root")
 
+    read = commands.add_parser("read", help="summarize an acquisition, finished or running")
+    read.add_argument("path", type=Path, help="an acquisition's folder or its image")
+    read.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     demo = commands.add_parser("demo", help="run a daemon and the synthetic camera once")
     demo.add_argument(
         "-d", "--data-root", type=Path, help="where to write (default: a new temporary folder)"
@@ -201,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": _serve,
         "status": _status,
         "recover": _recover,
+        "read": _read,
         "demo": _demo,
         "keys": _keys,
         "stop": _end,
@@ -360,6 +365,23 @@ def _recover(arguments: argparse.Namespace) -> int:
         )
     if not records:
         print(f"nothing to recover under {arguments.path}")
+    return 0
+
+
+def _read(arguments: argparse.Namespace) -> int:
+    configure_logging("WARNING", "text")
+    try:
+        with open_acquisition(arguments.path) as acquisition:
+            summary = acquisition.summary()
+    except (FramesinkError, OSError) as exc:
+        print(f"framesink: {exc}", file=sys.stderr)
+        return 1
+    if arguments.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    width = max(len(key) for key in summary)
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value}")
     return 0
 
 
