@@ -14,13 +14,13 @@ import os
 import shutil
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
 
 from ..core import FrameLayout, OutputFiles, StorageOptions
-from ..store import Folder, codec_pool, codec_workers, write_json_atomically
+from ..store import Folder, codec_pool, codec_workers, settle, write_json_atomically
 from ._codecs import chunk_encoder
 from ._documents import ARRAY_PATH, DOCUMENT, array_document, group_document
 from ._grid import ShardGrid
@@ -95,7 +95,8 @@ class ZarrImage:
                     self._store([piece for part in pending[0] for piece in part.result()])
                     pending.popleft()
             finally:
-                _settle(pending)
+                settle(future for frame in pending for future in frame)
+                pending.clear()
         finally:
             if self._shard is not None:
                 self._shard.write_index()
@@ -259,13 +260,3 @@ def _sync_folder(parent: int, name: str) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _settle(pending: _Pending) -> None:
-    """Cancel what has not started and wait for the rest: after this no thread reads
-    the frames any more."""
-    futures = [future for frame in pending for future in frame]
-    for future in futures:
-        future.cancel()
-    wait(futures)
-    pending.clear()

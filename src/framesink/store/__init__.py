@@ -7,7 +7,7 @@ metadata.json, the streaming :class:`AcquisitionWriter` and the daemon's
 the encoding of its pixels through :class:`ImageFormat`.
 """
 
-from ._codecs import codec_pool, codec_workers, encoder
+from ._codecs import codec_pool, codec_workers, encoder, settle
 from ._files import describe_os_error, read_record, write_json_atomically
 from ._folder import Folder
 from ._format import Image, ImageFormat, InterruptedImage
@@ -71,6 +71,7 @@ __all__ = [
     "read_sidecar",
     "recover",
     "recover_each",
+    "settle",
     "write_fully",
     "write_json_atomically",
 ]

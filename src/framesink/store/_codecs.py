@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, cast
 
 import imagecodecs
@@ -70,6 +70,15 @@ def encoder(codec: Compression, level: int | None) -> Encoder:
 
         return deflate
     raise ValueError(f"no encoder here for {codec.value}")
+
+
+def settle(futures: Iterable[Future[Any]]) -> None:
+    """Cancel what has not started and wait for the rest: after this no pool thread reads
+    the frames those tasks were given (ring slots may be released)."""
+    waiting = list(futures)
+    for future in waiting:
+        future.cancel()
+    wait(waiting)
 
 
 def _as_bytes(encoded: bytes | bytearray) -> bytes:

@@ -18,7 +18,7 @@ import collections
 import os
 import struct
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from typing import Any
 
 import imagecodecs
@@ -26,7 +26,7 @@ import numpy as np
 import tifffile
 
 from ..core import Compression, FrameLayout
-from ..store import Folder, codec_pool, codec_workers, encoder
+from ..store import Folder, codec_pool, codec_workers, encoder, settle
 from ._image import photometric_of
 
 STRIP_BYTES = 256 * 1024
@@ -92,7 +92,8 @@ class CompressedSeries:
                 self._write_page(strip for part in pending[0] for strip in part.result())
                 pending.popleft()
         finally:
-            _settle(pending)
+            settle(future for page in pending for future in page)
+            pending.clear()
 
     def _submit(
         self,
@@ -199,13 +200,3 @@ def predictor_of(dtype: np.dtype[Any]) -> int:
 def rows_per_strip(layout: FrameLayout) -> int:
     row_bytes = layout.frame_bytes // layout.frame_shape[0]
     return max(1, min(layout.frame_shape[0], STRIP_BYTES // row_bytes))
-
-
-def _settle(pending: _Pending) -> None:
-    """Cancel what has not started and wait for the rest: after this no thread reads
-    the frames any more."""
-    futures = [future for page in pending for future in page]
-    for future in futures:
-        future.cancel()
-    wait(futures)
-    pending.clear()
