@@ -7,15 +7,19 @@ always agree. Labels are bounded: no label per acquisition, one per rejection re
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable, Iterator
-from wsgiref.simple_server import WSGIServer
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Histogram, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..core import REJECTION_REASONS, AcquisitionState, Counter, DaemonStatus, FramesinkError
+from ._page import LatestLookup, LivePage
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +104,21 @@ class _StatusCollector(Collector):
 
 
 class MetricsServer:
-    """Serves ``/metrics`` over HTTP from its own thread until ``stop``."""
+    """Serves ``/metrics``, the live page, ``/api/status`` and the thumbnails over HTTP
+    from its own threads until ``stop``."""
 
-    def __init__(self, address: str, status: Callable[[], DaemonStatus]) -> None:
+    def __init__(
+        self,
+        address: str,
+        status: Callable[[], DaemonStatus],
+        latest: LatestLookup = lambda _name: None,
+        *,
+        show_names: bool = True,
+    ) -> None:
         self.host, self.port = parse_address(address)
+        self._status = status
+        self._latest = latest
+        self._show_names = show_names
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StatusCollector(status))
         self.write_seconds = Histogram(
@@ -112,7 +127,7 @@ class MetricsServer:
             buckets=WRITE_BUCKETS,
             registry=self.registry,
         )
-        self._server: WSGIServer | None = None
+        self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -121,8 +136,19 @@ class MetricsServer:
         return f"http://{host}:{self.port}/metrics"
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(self.port, self.host, self.registry)
+        page = LivePage(
+            self._status, self._latest, make_wsgi_app(self.registry), show_names=self._show_names
+        )
+        _Server.address_family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._server = make_server(
+            self.host, self.port, page, server_class=_Server, handler_class=_QuietHandler
+        )
         self.port = self._server.server_port
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="http", kwargs={"poll_interval": 0.5}
+        )
+        self._thread.daemon = True
+        self._thread.start()
         log.info("metrics on %s", self.url)
 
     def observe_write(self, seconds: float) -> None:
@@ -134,3 +160,16 @@ class MetricsServer:
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per request: a slow browser never holds up a Prometheus scrape."""
+
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """Requests are not logged (a page polling every second would fill the log)."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return

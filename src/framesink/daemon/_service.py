@@ -69,7 +69,16 @@ class Daemon:
         self.dispatcher = Dispatcher(settings, self.counters, sink_factory)
         self._recovery = BackgroundRecovery(settings.data_root, recover_each)
         self._security = Security(settings)
-        metrics = MetricsServer(settings.metrics, self.status) if settings.metrics else None
+        metrics = (
+            MetricsServer(
+                settings.metrics,
+                self.status,
+                self.dispatcher.sessions.latest_frame,
+                show_names=settings.live_page_names or settings.curve_server_key is None,
+            )
+            if settings.metrics
+            else None
+        )
         self._reload_requested = threading.Event()
         self._started = time.monotonic()
         self._stop_requested = threading.Event()

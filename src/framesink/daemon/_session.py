@@ -33,6 +33,7 @@ from ..core import (
     Skip,
     WriteError,
 )
+from ._tap import LatestFrame
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Session:
         self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._queued_bytes = 0
         self._done = threading.Event()
+        self.latest = LatestFrame()
         self._thread = threading.Thread(target=self._run, name=f"writer-{acquisition}", daemon=True)
         self._thread.start()
 
@@ -222,6 +224,7 @@ class Session:
             if self.error is None:
                 began = time.perf_counter()
                 self.sink.write([item.chunk for item in writes])
+                self.latest.offer(writes[-1].chunk.frames)
                 if self._write_timer is not None:
                     self._write_timer(time.perf_counter() - began)
             else:

@@ -7,6 +7,9 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
 
 from ..core import (
     AcquisitionEntry,
@@ -62,6 +65,14 @@ class Sessions:
         if name in self.refused:
             candidates.append(self.refused[name])
         return max(candidates, key=lambda entry: entry.started, default=None)
+
+    def latest_frame(self, name: str) -> np.ndarray[Any, Any] | None:
+        """The newest thumbnail frame of the live acquisition ``name`` (any thread may
+        ask: the list is copied before it is read)."""
+        for session in reversed(tuple(self.live)):
+            if session.acquisition == name:
+                return session.latest.snapshot()
+        return None
 
     def stop_receiving(self, session: Session) -> bool:
         """The acquisition takes no more messages; False if another run already took over."""

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         le=1 << 20,
         description="OME-Zarr: frames a shard aims to hold; unset: about 128 MiB a shard.",
     )
+    live_page_names: bool = Field(
+        False,
+        description="With CURVE on, show acquisition names and paths on the live page and "
+        "/api/status (off: opaque tokens; without CURVE names are always shown).",
+    )
     recover_on_start: bool = Field(True, description="Recover interrupted acquisitions at start.")
     curve_server_key: Path | None = Field(
         None,
