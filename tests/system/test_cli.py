@@ -194,6 +194,11 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert read_tiff(tmp_path / "out/run1/cells.ome.tiff")[1].shape == (4, 2, 5, 512, 512)
     assert read_tiff(tmp_path / "output/example.ome.tiff")[1].shape == (10, 256, 256)
     assert read_ome_zarr(tmp_path / "out/run2/cells.ome.zarr")[0].shape == (10, 512, 512)
+    reading = subprocess.run(
+        [sys.executable, "-c", blocks[2]], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert reading.returncode == 0, reading.stderr
+    assert reading.stdout.splitlines() == ["TCZYX (4, 2, 5, 512, 512)", "[[30, 39]] False"]
 
 
 def test_readme_publisher_example_runs(start_daemon: Callable[..., DaemonProcess]) -> None:
