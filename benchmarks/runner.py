@@ -43,7 +43,7 @@ from framesink.cli import ProgressBar
 from framesink.daemon import serve_command, wait_until_ready
 from framesink.store import read_record
 
-from . import compressed, minimal, ome_zarr, publisher, report
+from . import compressed, live_page, minimal, ome_zarr, publisher, report
 from .cases import POOL, Case, Memory, Options, Result, frame_pool, frame_stack
 
 STATUS_INTERVAL = 0.05
@@ -171,6 +171,8 @@ def run_daemon(
             }
             sampler = RssSampler(daemon.pid)
             sampler.start()
+            viewer = live_page.PageViewer(client.status().metrics)
+            viewer.start()
             with publisher.start(job) as child:
                 options.memory.prefault(case)
                 sampler.begin()
@@ -180,6 +182,7 @@ def run_daemon(
                 child.wait(120)
             sampler.stopping.set()
             sampler.join()
+            viewer.stop()
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(300)
@@ -347,6 +350,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--compression-level", type=int, default=1, help="its level")
     parser.add_argument(
+        "--live-page",
+        action="store_true",
+        help="instead: the daemon's CPU per GB with its live page open and polled, against "
+        "none (see benchmarks/live_page.py)",
+    )
+    parser.add_argument(
         "--ome-zarr",
         action="store_true",
         help="instead: OME-Zarr through shared memory against acquire-zarr (blosc-lz4) and "
@@ -372,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         ring_bytes=arguments.ring_bytes,
     )
-    if arguments.compression or arguments.ome_zarr:
+    if arguments.compression or arguments.ome_zarr or arguments.live_page:
         return _compressed(arguments, cases[0], options)
     results: list[Result] = []
     try:
@@ -397,6 +406,8 @@ def _compressed(arguments: argparse.Namespace, case: Case, options: Options) -> 
             baseline(options, case, "warm-up")
         if arguments.ome_zarr:
             text = ome_zarr.compare(options, case, rounds=arguments.repeat, run_daemon=run_daemon)
+        elif arguments.live_page:
+            text = live_page.compare(options, case, rounds=arguments.repeat, run_daemon=run_daemon)
         else:
             text = compressed.compare(
                 options,

@@ -1,0 +1,93 @@
+"""The live page must not cost the write path: the daemon's CPU per GB with its page
+open and polled, against the same run without the HTTP endpoint.
+
+A viewer thread plays a browser with the page open: every 0.5 s it fetches
+``/api/status`` and the open acquisition's ``latest.png`` (the page itself polls once a
+second). Rounds alternate (without, with, without, ...); each round with the page is
+compared with the mean of the rounds around it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import urllib.error
+import urllib.request
+
+from .cases import Case, Options
+from .compressed import CompressedRun, DaemonRound
+
+POLL_INTERVAL = 0.5
+PAGE = ("--metrics", "127.0.0.1:0")
+
+
+class PageViewer:
+    """Polls the page's status and thumbnail until ``stop`` (does nothing without a URL)."""
+
+    def __init__(self, metrics_url: str | None) -> None:
+        self.base = None if metrics_url is None else metrics_url.removesuffix("/metrics")
+        self.fetches = 0
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def start(self) -> None:
+        if self.base is not None:
+            self._thread.start()
+
+    def _poll(self) -> None:
+        base = self.base
+        assert base is not None
+        while not self._stopping.wait(POLL_INTERVAL):
+            for path in ("/api/status", "/acquisitions/bench/latest.png"):
+                try:
+                    with urllib.request.urlopen(base + path, timeout=5) as reply:
+                        reply.read()
+                        self.fetches += 1
+                except (urllib.error.URLError, OSError):
+                    continue
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+
+def _round(options: Options, case: Case, page: bool, run_daemon: DaemonRound) -> CompressedRun:
+    args = (*options.daemon_args, *(PAGE if page else ()))
+    run = run_daemon(options, case, "shm", "pull", args, frames="random")
+    return CompressedRun(
+        "page" if page else "none", run.total_s, run.cpu_s, run.image_bytes, run.peak_rss / 2**20
+    )
+
+
+def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRound) -> str:
+    runs = [_round(options, case, False, run_daemon)]
+    ratios = []
+    for _ in range(rounds):
+        watched = _round(options, case, True, run_daemon)
+        after = _round(options, case, False, run_daemon)
+        before = runs[-1]
+        reference = (before.cpu_s_per_gb(case) + after.cpu_s_per_gb(case)) / 2
+        ratios.append(watched.cpu_s_per_gb(case) / reference)
+        runs += [watched, after]
+
+    def median_of(name: str, value: str) -> float:
+        group = [run for run in runs if run.writer == name]
+        if value == "cpu":
+            return statistics.median(run.cpu_s_per_gb(case) for run in group)
+        return statistics.median(run.mb_s(case) for run in group)
+
+    rows = [
+        f"  {label:<22}{median_of(name, 'cpu'):10.3f}{median_of(name, 'mb'):9.1f}"
+        for name, label in (("none", "no HTTP endpoint"), ("page", "page polled 2x/s"))
+    ]
+    return "\n".join(
+        [
+            f"live page, {case.name}, {case.count} frames through shared memory; "
+            f"medians of {rounds} interleaved rounds",
+            f"  {'daemon':<22}{'CPU s/GB':>10}{'MB/s':>9}",
+            *rows,
+            f"  CPU per GB, page polled / none: {statistics.median(ratios):.3f}x "
+            f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})",
+        ]
+    )
