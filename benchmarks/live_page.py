@@ -22,11 +22,13 @@ PAGE = ("--metrics", "127.0.0.1:0")
 
 
 class PageViewer:
-    """Polls the page's status and thumbnail until ``stop`` (does nothing without a URL)."""
+    """Polls the page's status and thumbnail until ``stop`` (does nothing without a URL);
+    counts the answers it got, so a round whose page was never fetched shows."""
 
     def __init__(self, metrics_url: str | None) -> None:
         self.base = None if metrics_url is None else metrics_url.removesuffix("/metrics")
-        self.fetches = 0
+        self.statuses = 0
+        self.thumbnails = 0
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
@@ -37,14 +39,21 @@ class PageViewer:
     def _poll(self) -> None:
         base = self.base
         assert base is not None
-        while not self._stopping.wait(POLL_INTERVAL):
-            for path in ("/api/status", "/acquisitions/bench/latest.png"):
-                try:
-                    with urllib.request.urlopen(base + path, timeout=5) as reply:
-                        reply.read()
-                        self.fetches += 1
-                except (urllib.error.URLError, OSError):
-                    continue
+        while True:
+            self.statuses += self._fetch(base + "/api/status")
+            self.thumbnails += self._fetch(base + "/acquisitions/bench/latest.png")
+            if self._stopping.wait(POLL_INTERVAL):
+                return
+
+    @staticmethod
+    def _fetch(url: str) -> int:
+        """1 when the URL answered (a thumbnail answers 404 before the first frame)."""
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                reply.read()
+                return 1
+        except (urllib.error.URLError, OSError):
+            return 0
 
     def stop(self) -> None:
         self._stopping.set()
@@ -52,20 +61,30 @@ class PageViewer:
             self._thread.join()
 
 
-def _round(options: Options, case: Case, page: bool, run_daemon: DaemonRound) -> CompressedRun:
+def _round(
+    options: Options, case: Case, page: bool, run_daemon: DaemonRound
+) -> tuple[CompressedRun, tuple[int, int]]:
+    """One round; with the page, what the viewer fetched (statuses, thumbnails)."""
     args = (*options.daemon_args, *(PAGE if page else ()))
     run = run_daemon(options, case, "shm", "pull", args, frames="random")
-    return CompressedRun(
+    if run.record.frames_written != case.count:
+        raise RuntimeError(f"framesink wrote {run.record.frames_written} of {case.count} frames")
+    if page and run.page_fetches[0] == 0:
+        raise RuntimeError("the viewer never reached the page: the round measured nothing")
+    measured = CompressedRun(
         "page" if page else "none", run.total_s, run.cpu_s, run.image_bytes, run.peak_rss / 2**20
     )
+    return measured, run.page_fetches
 
 
 def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRound) -> str:
-    runs = [_round(options, case, False, run_daemon)]
+    runs = [_round(options, case, False, run_daemon)[0]]
     ratios = []
+    statuses = thumbnails = 0
     for _ in range(rounds):
-        watched = _round(options, case, True, run_daemon)
-        after = _round(options, case, False, run_daemon)
+        watched, (fetched_statuses, fetched_thumbnails) = _round(options, case, True, run_daemon)
+        statuses, thumbnails = statuses + fetched_statuses, thumbnails + fetched_thumbnails
+        after = _round(options, case, False, run_daemon)[0]
         before = runs[-1]
         reference = (before.cpu_s_per_gb(case) + after.cpu_s_per_gb(case)) / 2
         ratios.append(watched.cpu_s_per_gb(case) / reference)
@@ -89,5 +108,6 @@ def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRoun
             *rows,
             f"  CPU per GB, page polled / none: {statistics.median(ratios):.3f}x "
             f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})",
+            f"  the viewer fetched {statuses} statuses and {thumbnails} thumbnails",
         ]
     )

@@ -119,6 +119,7 @@ class DaemonRun:
     cpu_s: float
     peak_shared: int = 0
     image_bytes: int = 0
+    page_fetches: tuple[int, int] = (0, 0)
 
     def result(self, case: Case, mode: str) -> Result:
         return Result.timed(
@@ -191,7 +192,15 @@ def run_daemon(
     pages, image_bytes = count_pages(image), ome_zarr.folder_bytes(image)
     shutil.rmtree(root)
     return DaemonRun(
-        record, pages, ingest, total, sampler.peak, sampler.cpu_s, sampler.peak_shared, image_bytes
+        record,
+        pages,
+        ingest,
+        total,
+        sampler.peak,
+        sampler.cpu_s,
+        sampler.peak_shared,
+        image_bytes,
+        (viewer.statuses, viewer.thumbnails),
     )
 
 
