@@ -154,23 +154,36 @@ def report(
         f"compressed {case.name}, {case.count} frames, {codec}, predictor 2, "
         f"{codec_workers()} cores; medians of {len(ours)} interleaved rounds",
         f"  codec on one core (the limit):  {limit:8.1f} MB/s",
-        f"  {'writer':<14}{'MB/s':>9}{'CPU s/GB':>10}{'file MB':>9}{'x smaller':>10}"
-        f"{'peak RSS MB':>12}",
+        *writer_table(case, {"tifffile": theirs, "framesink shm": ours}),
     ]
-    for name, group in (("tifffile", theirs), ("framesink shm", ours)):
-        size = median([run.file_bytes for run in group])
-        rss = [run.peak_rss_mb for run in group if run.peak_rss_mb is not None]
-        lines.append(
-            f"  {name:<14}{median([run.mb_s(case) for run in group]):9.1f}"
-            f"{median([run.cpu_s_per_gb(case) for run in group]):10.2f}"
-            f"{size / MB:9.1f}{case.total_bytes / size:10.2f}"
-            f"{(median(rss) if rss else float('nan')):12.1f}"
-        )
     size_ratio = median([r.file_bytes for r in ours]) / median([r.file_bytes for r in theirs])
     lines += [
-        f"  framesink / tifffile throughput: {median(ratios):.3f}x "
-        f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})",
+        f"  framesink / tifffile throughput: {with_rounds(ratios)}",
         f"  framesink / one core's codec speed: {ours_mb_s / limit:.2f}x",
         f"  framesink file size / tifffile's: {size_ratio:.3f}",
     ]
     return "\n".join(lines)
+
+
+def writer_table(case: Case, groups: dict[str, list[CompressedRun]]) -> list[str]:
+    """A header and one row per writer: medians of MB/s, CPU per GB, size, peak RSS."""
+    width = max(len(name) for name in groups) + 2
+    lines = [
+        f"  {'writer':<{width}}{'MB/s':>9}{'CPU s/GB':>10}{'MB on disk':>11}{'x smaller':>10}"
+        f"{'peak RSS MB':>12}"
+    ]
+    for name, group in groups.items():
+        size = statistics.median(run.file_bytes for run in group)
+        rss = [run.peak_rss_mb for run in group if run.peak_rss_mb is not None]
+        lines.append(
+            f"  {name:<{width}}{statistics.median(run.mb_s(case) for run in group):9.1f}"
+            f"{statistics.median(run.cpu_s_per_gb(case) for run in group):10.2f}"
+            f"{size / MB:11.1f}{case.total_bytes / size:10.2f}"
+            f"{(statistics.median(rss) if rss else float('nan')):12.1f}"
+        )
+    return lines
+
+
+def with_rounds(ratios: list[float]) -> str:
+    """The median ratio and every round's, as the reports print them."""
+    return f"{statistics.median(ratios):.3f}x (rounds: {', '.join(f'{r:.3f}' for r in ratios)})"

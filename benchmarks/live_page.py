@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 
 from .cases import Case, Options
-from .compressed import CompressedRun, DaemonRound
+from .compressed import CompressedRun, DaemonRound, with_rounds
 
 POLL_INTERVAL = 0.5
 PAGE = ("--metrics", "127.0.0.1:0")
@@ -106,8 +106,7 @@ def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRoun
             f"medians of {rounds} interleaved rounds",
             f"  {'daemon':<22}{'CPU s/GB':>10}{'MB/s':>9}",
             *rows,
-            f"  CPU per GB, page polled / none: {statistics.median(ratios):.3f}x "
-            f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)})",
+            f"  CPU per GB, page polled / none: {with_rounds(ratios)}",
             f"  the viewer fetched {statuses} statuses and {thumbnails} thumbnails",
         ]
     )

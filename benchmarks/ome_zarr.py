@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +25,8 @@ from typing import Any
 import acquire_zarr as aqz
 import numpy as np
 
-from .cases import MB, POOL, Case, Options
-from .compressed import CompressedRun, DaemonRound, realistic_pool
+from .cases import POOL, Case, Options
+from .compressed import CompressedRun, DaemonRound, realistic_pool, with_rounds, writer_table
 
 CHUNK_ROWS = 256
 SHARD_FRAMES = 16
@@ -114,33 +113,20 @@ def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRoun
     return report(case, runs, lz4_ratios, plain_ratios)
 
 
+WRITERS = ("acquire-zarr", "framesink zarr lz4", "framesink tiff", "framesink zarr")
+
+
 def report(
     case: Case, runs: list[CompressedRun], lz4_ratios: list[float], plain_ratios: list[float]
 ) -> str:
-    def median(values: list[float]) -> float:
-        return statistics.median(values)
-
     lines = [
         f"OME-Zarr {case.name}, {case.count} realistic frames, chunks of {CHUNK_ROWS} rows, "
         f"{SHARD_FRAMES} frames a shard; medians of {len(lz4_ratios)} interleaved rounds",
-        f"  {'writer':<20}{'MB/s':>9}{'CPU s/GB':>10}{'MB on disk':>11}{'x smaller':>10}"
-        f"{'peak RSS MB':>12}",
-    ]
-    for name in ("acquire-zarr", "framesink zarr lz4", "framesink tiff", "framesink zarr"):
-        group = [run for run in runs if run.writer == name]
-        size = median([run.file_bytes for run in group])
-        rss = [run.peak_rss_mb for run in group if run.peak_rss_mb is not None]
-        lines.append(
-            f"  {name:<20}{median([run.mb_s(case) for run in group]):9.1f}"
-            f"{median([run.cpu_s_per_gb(case) for run in group]):10.2f}"
-            f"{size / MB:11.1f}{case.total_bytes / size:10.2f}"
-            f"{(median(rss) if rss else float('nan')):12.1f}"
-        )
-    lines += [
-        f"  framesink blosc-lz4 / acquire-zarr blosc-lz4: {median(lz4_ratios):.3f}x "
-        f"(rounds: {', '.join(f'{r:.3f}' for r in lz4_ratios)})",
-        f"  framesink OME-Zarr / framesink OME-TIFF, uncompressed: {median(plain_ratios):.3f}x "
-        f"(rounds: {', '.join(f'{r:.3f}' for r in plain_ratios)})",
+        *writer_table(
+            case, {name: [run for run in runs if run.writer == name] for name in WRITERS}
+        ),
+        f"  framesink blosc-lz4 / acquire-zarr blosc-lz4: {with_rounds(lz4_ratios)}",
+        f"  framesink OME-Zarr / framesink OME-TIFF, uncompressed: {with_rounds(plain_ratios)}",
         "  (acquire-zarr's CPU is its whole process's; framesink's is the daemon's alone,"
         " its peak RSS the daemon's)",
     ]
