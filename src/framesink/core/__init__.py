@@ -7,6 +7,7 @@ so); the rest stays in the private modules.
 """
 
 from ._budget import ByteBudget
+from ._calibration import axis_scales, channel_labels
 from ._compression import Compression, check_held, compression_of
 from ._errors import FramesinkError, RefusalError
 from ._layout import SUPPORTED_DTYPES, FrameLayout, LayoutError
@@ -127,6 +128,8 @@ __all__ = [
     "Write",
     "WriteError",
     "__version__",
+    "axis_scales",
+    "channel_labels",
     "check_characters",
     "check_held",
     "check_output_name",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
-from ..core import StorageOptions
+from ..core import StorageOptions, axis_scales, channel_labels
 from ._codecs import codec_documents
 from ._grid import ShardGrid
 
@@ -19,12 +18,6 @@ DOCUMENT = "zarr.json"
 NGFF_VERSION = "0.5"
 _AXIS_TYPES = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
 _UNITS = {"t": "second", "z": "micrometer", "y": "micrometer", "x": "micrometer"}
-_SCALE_KEYS = {
-    "t": "time_increment",
-    "z": "physical_size_z",
-    "y": "physical_size_y",
-    "x": "physical_size_x",
-}
 
 
 def array_document(grid: ShardGrid, options: StorageOptions, frames: int) -> dict[str, Any]:
@@ -78,14 +71,14 @@ def group_document(
                     {
                         "path": ARRAY_PATH,
                         "coordinateTransformations": [
-                            {"type": "scale", "scale": _scale(grid, metadata)}
+                            {"type": "scale", "scale": axis_scales(grid.axes, metadata)}
                         ],
                     }
                 ],
             }
         ],
     }
-    channels = _channel_labels(grid, metadata)
+    channels = channel_labels(grid.layout, metadata)
     if channels is not None:
         ome["omero"] = {"channels": [{"label": label} for label in channels]}
     kept = {key: value for key, value in metadata.items() if key != "ome"}
@@ -103,26 +96,6 @@ def _axis(axis: str) -> dict[str, str]:
     if axis in _UNITS:
         description["unit"] = _UNITS[axis]
     return description
-
-
-def _scale(grid: ShardGrid, metadata: Mapping[str, Any]) -> list[float]:
-    scale = []
-    for axis in grid.axes:
-        value = metadata.get(_SCALE_KEYS.get(axis, ""))
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            value = 1.0
-        scale.append(float(value) if math.isfinite(value) and value > 0 else 1.0)
-    return scale
-
-
-def _channel_labels(grid: ShardGrid, metadata: Mapping[str, Any]) -> list[str] | None:
-    """The ``channel_names`` when they name every channel of the C axis."""
-    names = metadata.get("channel_names")
-    leading = grid.layout.leading_axes
-    if "C" not in leading or not isinstance(names, list):
-        return None
-    size = grid.layout.leading_shape[leading.index("C")]
-    return [str(name) for name in names] if len(names) == size else None
 
 
 def shard_geometry(document: Mapping[str, Any]) -> tuple[list[int], list[int]]:
