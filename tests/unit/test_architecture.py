@@ -29,6 +29,7 @@ RANK = {
     "api": 4,
     "daemon": 4,
     "mmcore": 4,
+    "napari": 4,
     "cli": 5,
 }
 """A layer may import its own package and layers of lower rank only (layers of equal

@@ -66,6 +66,11 @@ class FrameArray:
         return len(self.shape)
 
     @property
+    def frames_readable(self) -> int:
+        """How many frames, from the first, the image held when opened (gaps read as 0)."""
+        return self._readable
+
+    @property
     def size(self) -> int:
         return math.prod(self.shape)
 
