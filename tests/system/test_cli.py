@@ -199,6 +199,20 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     )
     assert reading.returncode == 0, reading.stderr
     assert reading.stdout.splitlines() == ["TCZYX (4, 2, 5, 512, 512)", "[[30, 39]] False"]
+    headless = (  # napari's viewer model stands in for its window (no OpenGL here)
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "import napari, napari.components\n"
+        "napari.Viewer = napari.components.ViewerModel\n"
+        "napari.run = lambda: print([(layer.name, layer.data.shape) for layer in viewer.layers])\n"
+    )
+    viewing = subprocess.run(
+        [sys.executable, "-c", headless + blocks[3]],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert viewing.returncode == 0, viewing.stderr
+    assert viewing.stdout.strip() == str(
+        [(f"run1 C{channel}", (4, 5, 512, 512)) for channel in (0, 1)]
+    )
 
 
 def test_readme_publisher_example_runs(start_daemon: Callable[..., DaemonProcess]) -> None:
