@@ -5,6 +5,7 @@ Qt event loop run offscreen; no window or OpenGL is needed."""
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ with warnings.catch_warnings():
     from napari.components import ViewerModel
 
     from framesink.napari import AcquisitionFollower, follow, follow_widget, get_reader
+    from framesink.napari._follow import FAILURES_BEFORE_STOP
 
 pytestmark = pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
 
@@ -158,3 +160,20 @@ def test_following_a_multichannel_acquisition_updates_every_channel_layer(
     assert viewer.dims.current_step[0] == 2
     assert not np.asarray(follower.layers[1].data[2]).any(), "not written yet: 0"
     writer.finalize()
+
+
+def test_a_follower_whose_acquisition_vanishes_gives_up_and_says_why(
+    tmp_path: Path, viewer: ViewerModel, qtbot: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = StreamWriter(
+        tmp_path / "gone", "cam", {"axes": "TYX"}, dtype="uint8", frame_shape=(8, 8),
+        fsync_interval=None,
+    )  # fmt: skip
+    writer.write(np.ones((2, 8, 8), np.uint8))
+    follower = follow(viewer, tmp_path / "gone", interval=0.05)
+    writer.finalize()
+    shutil.rmtree(tmp_path / "gone")
+    qtbot.waitUntil(lambda: not follower.following, timeout=10_000)
+    assert follower.failures == FAILURES_BEFORE_STOP
+    assert "could not refresh" in caplog.text
+    assert follower.layers[0].data.shape == (2, 8, 8), "what was shown stays"
