@@ -79,7 +79,7 @@ def _round(
 
 def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRound) -> str:
     runs = [_round(options, case, False, run_daemon)[0]]
-    ratios = []
+    ratios, extra_cpu = [], []
     statuses = thumbnails = 0
     for _ in range(rounds):
         watched, (fetched_statuses, fetched_thumbnails) = _round(options, case, True, run_daemon)
@@ -88,6 +88,8 @@ def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRoun
         before = runs[-1]
         reference = (before.cpu_s_per_gb(case) + after.cpu_s_per_gb(case)) / 2
         ratios.append(watched.cpu_s_per_gb(case) / reference)
+        unwatched_cpu_s = reference * case.total_bytes / 1e9
+        extra_cpu.append((watched.cpu_s - unwatched_cpu_s) / watched.total_s * 1000)
         runs += [watched, after]
 
     def median_of(name: str, value: str) -> float:
@@ -107,6 +109,8 @@ def compare(options: Options, case: Case, *, rounds: int, run_daemon: DaemonRoun
             f"  {'daemon':<22}{'CPU s/GB':>10}{'MB/s':>9}",
             *rows,
             f"  CPU per GB, page polled / none: {with_rounds(ratios)}",
+            f"  the page's cost in the daemon: {statistics.median(extra_cpu):.1f} ms of CPU per "
+            "second watched (the viewer's polling, not the frames: the same at any frame rate)",
             f"  the viewer fetched {statuses} statuses and {thumbnails} thumbnails",
         ]
     )
