@@ -16,7 +16,7 @@ import numpy as np
 
 from ..core import axis_scales, channel_labels
 from ..formats import open_acquisition
-from ..store import Acquisition, NotAnAcquisitionError
+from ..store import Acquisition, NotAnAcquisitionError, acquisition_folder
 
 LayerData = tuple[Any, dict[str, Any], str]
 """What a napari reader returns for one layer: (data, keyword arguments, layer type)."""
@@ -88,10 +88,11 @@ def lazy(acquisition: Acquisition) -> da.Array:
 
 def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[LayerData]] | None:
     """napari's reader hook: ``read_layers`` when every path is an acquisition (its folder
-    or its image, finished or running), else None (another reader may take it)."""
+    or its image, finished or running), else None (another reader may take it). Decided
+    from file names alone: the acquisition is opened once, by ``read_layers``."""
     for each in [path] if isinstance(path, str) else path:
         try:
-            open_acquisition(each).close()
+            acquisition_folder(Path(each))
         except (NotAnAcquisitionError, OSError):
             return None
     return read_layers

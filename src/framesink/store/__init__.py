@@ -20,7 +20,13 @@ from ._pixels import (
     PixelFile,
     write_fully,
 )
-from ._reader import Acquisition, FrameArray, NotAnAcquisitionError, open_acquisition
+from ._reader import (
+    Acquisition,
+    FrameArray,
+    NotAnAcquisitionError,
+    acquisition_folder,
+    open_acquisition,
+)
 from ._recovery import (
     FormatLookup,
     RecoveryError,
@@ -57,6 +63,7 @@ __all__ = [
     "RecoveryOutcome",
     "Sidecar",
     "StoreSink",
+    "acquisition_folder",
     "codec_pool",
     "codec_workers",
     "describe_os_error",

@@ -171,7 +171,7 @@ class Acquisition:
 
 def open_acquisition(path: str | Path, formats: FormatLookup) -> Acquisition:
     """The acquisition at ``path`` (its folder, or its image), finished or running."""
-    folder = _acquisition_folder(Path(path))
+    folder = acquisition_folder(Path(path))
     with Folder.at(folder, create=False) as handle:
         if handle.is_file(METADATA_FILE):
             return _finished(handle, formats)
@@ -180,7 +180,9 @@ def open_acquisition(path: str | Path, formats: FormatLookup) -> Acquisition:
     raise NotAnAcquisitionError(f"{path}: no {METADATA_FILE} or journal: not an acquisition")
 
 
-def _acquisition_folder(path: Path) -> Path:
+def acquisition_folder(path: Path) -> Path:
+    """The folder of the acquisition at ``path`` (its folder or its image), found from the
+    names beside it alone: NotAnAcquisitionError names a path that is not one."""
     if not path.exists():
         raise NotAnAcquisitionError(f"{path} does not exist")
     if path.is_dir() and any((path / name).is_file() for name in (METADATA_FILE, JOURNAL_FILE)):
